@@ -1,0 +1,2 @@
+//! Cross-crate end-to-end and interop tests live in `tests/tests/`; this library holds what they
+//! share.
