@@ -1,0 +1,22 @@
+//! Helpers shared by core's integration tests.
+#![allow(dead_code)] // each test file uses a subset
+
+/// Shows text frame bytes as they are pinned in snapshots and in docs/protocol.md: UTF-8 text as
+/// is, the 0x1E record separator and other control bytes as `\xNN` escapes.
+pub fn text(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if (c as u32) < 0x20 || c as u32 == 0x7f {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Shows binary frame bytes as lowercase hex pairs separated by spaces.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
