@@ -18,5 +18,9 @@ pub fn text(bytes: &[u8]) -> String {
 
 /// Shows binary frame bytes as lowercase hex pairs separated by spaces.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

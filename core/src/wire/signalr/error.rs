@@ -11,21 +11,37 @@
 pub enum DecodeError {
     /// Not valid JSON / MessagePack at all.
     #[error("malformed {encoding}: {detail}")]
-    Syntax { encoding: &'static str, detail: String },
+    Syntax {
+        encoding: &'static str,
+        detail: String,
+    },
     /// A record or message is not valid UTF-8 where text is required.
     #[error("{what} is not valid UTF-8")]
     NotUtf8 { what: &'static str },
     /// A required field is absent.
     #[error("{message} message is missing the required field `{field}`")]
-    MissingField { message: &'static str, field: &'static str },
+    MissingField {
+        message: &'static str,
+        field: &'static str,
+    },
     /// A field is present with the wrong type.
     #[error("{message} message: field `{field}` must be {expected}")]
-    WrongType { message: &'static str, field: &'static str, expected: &'static str },
+    WrongType {
+        message: &'static str,
+        field: &'static str,
+        expected: &'static str,
+    },
     /// A field has the right type but a value outside what the protocol allows.
     #[error("{message} message: field `{field}` is invalid: {detail}")]
-    InvalidValue { message: &'static str, field: &'static str, detail: String },
+    InvalidValue {
+        message: &'static str,
+        field: &'static str,
+        detail: String,
+    },
     /// A Completion carries both `result` and `error`.
-    #[error("Completion message has both `result` and `error`; a completion carries one or neither")]
+    #[error(
+        "Completion message has both `result` and `error`; a completion carries one or neither"
+    )]
     ResultAndError,
     /// The `type` is not one of the nine known types: skip the message.
     #[error("unknown hub message type {message_type}; ignored")]
@@ -46,6 +62,9 @@ impl DecodeError {
 
     /// The stream can no longer be split into records: close the connection.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, DecodeError::RecordTooLarge { .. } | DecodeError::InvalidLengthPrefix { .. })
+        matches!(
+            self,
+            DecodeError::RecordTooLarge { .. } | DecodeError::InvalidLengthPrefix { .. }
+        )
     }
 }

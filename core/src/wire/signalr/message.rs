@@ -26,18 +26,32 @@ pub enum HubMessage {
     /// the callee must not reply.
     Invocation(Invocation),
     /// Type 2: one item of a stream.
-    StreamItem { headers: Headers, invocation_id: String, item: Payload },
+    StreamItem {
+        headers: Headers,
+        invocation_id: String,
+        item: Payload,
+    },
     /// Type 3: the end of an invocation, with a result, an error, or neither (void).
-    Completion { headers: Headers, invocation_id: String, outcome: CompletionOutcome },
+    Completion {
+        headers: Headers,
+        invocation_id: String,
+        outcome: CompletionOutcome,
+    },
     /// Type 4: call a streaming method.
     StreamInvocation(Invocation),
     /// Type 5: ask the callee to cancel an invocation.
-    CancelInvocation { headers: Headers, invocation_id: String },
+    CancelInvocation {
+        headers: Headers,
+        invocation_id: String,
+    },
     /// Type 6: keep-alive, no payload.
     Ping,
     /// Type 7: the sender is closing the connection. `allow_reconnect` keeps whether the field was
     /// present so that re-encoding reproduces the same bytes; see [`HubMessage::allows_reconnect`].
-    Close { error: Option<String>, allow_reconnect: Option<bool> },
+    Close {
+        error: Option<String>,
+        allow_reconnect: Option<bool>,
+    },
     /// Type 8: stateful reconnect, the highest sequence id received.
     Ack { sequence_id: u64 },
     /// Type 9: stateful reconnect, the sequence id of the next trackable message.
@@ -62,7 +76,13 @@ impl HubMessage {
 
     /// Whether a Close message lets the client reconnect automatically (absent means no).
     pub fn allows_reconnect(&self) -> bool {
-        matches!(self, HubMessage::Close { allow_reconnect: Some(true), .. })
+        matches!(
+            self,
+            HubMessage::Close {
+                allow_reconnect: Some(true),
+                ..
+            }
+        )
     }
 
     /// Whether stateful reconnect assigns this message a sequence id (types 1 to 5).
@@ -178,7 +198,9 @@ impl Payload {
     /// field and what was expected, as serde reports it.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         match &self.0 {
-            Repr::Json(raw) => serde_json::from_str(raw.get()).map_err(|e| PayloadError(e.to_string())),
+            Repr::Json(raw) => {
+                serde_json::from_str(raw.get()).map_err(|e| PayloadError(e.to_string()))
+            }
             Repr::MsgPack(bytes) => {
                 rmp_serde::from_slice(bytes).map_err(|e| PayloadError(e.to_string()))
             }
