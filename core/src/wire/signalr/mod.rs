@@ -41,6 +41,23 @@ impl HubProtocol {
         }
     }
 
+    /// The SignalR transfer format: JSON travels in Text frames, MessagePack in Binary frames.
+    pub fn transfer_format(self) -> &'static str {
+        match self {
+            HubProtocol::Json => "Text",
+            HubProtocol::MessagePack => "Binary",
+        }
+    }
+
+    /// Appends `message` as one whole record of this protocol. The only failure is a payload held
+    /// in the other encoding that cannot be transcoded.
+    pub fn encode(self, message: &HubMessage, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+        match self {
+            HubProtocol::Json => json::encode_record(message, out),
+            HubProtocol::MessagePack => msgpack::encode(message, out),
+        }
+    }
+
     /// Parses a handshake protocol name (exact, as the .NET server compares them).
     pub fn from_name(name: &str) -> Option<HubProtocol> {
         match name {
