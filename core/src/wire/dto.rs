@@ -26,6 +26,8 @@ pub struct HeartbeatDto {
     pub uptime: u64,
     pub platform: String,
     pub version: String,
+    /// Must be finite: JSON has no NaN or infinity (serde_json would write `null`, which a
+    /// receiver rejects as the wrong type).
     pub cpu_percent: f64,
     pub memory_mb: u64,
     /// nodelink extension: what this node can run. Absent from plain Sophon nodes.
@@ -221,4 +223,26 @@ pub struct CancelCommandDto {
     pub command_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// nodelink extension `Hello(dto)`, node -> gateway, invoked once right after the SignalR
+/// handshake and answered by a Completion carrying a [`HelloAckDto`] (protocolVersion
+/// negotiation; see [`crate::wire::contract`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloDto {
+    /// Must equal the nodeId part of the connection's token.
+    pub node_id: String,
+    /// The protocol versions this node speaks, newest first (ISO dates, `YYYY-MM-DD`).
+    pub protocol_versions: Vec<String>,
+    /// What this node can run; the same object the heartbeat may carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// The result of `Hello`: the version both sides speak on this connection from now on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloAckDto {
+    pub protocol_version: String,
 }
