@@ -9,6 +9,9 @@
 //! - [`wire`]: bytes <-> typed messages, one module per dialect (SignalR JSON and MessagePack hub
 //!   protocols, negotiate, the node contract DTOs, the REST bodies, the LLM node dialect).
 //! - [`chunk`]: splitting a command result under the 1 MiB per-field cap and reassembling it.
+//! - [`rng`], [`backoff`], [`time`], [`scope`]: the machines' foundations: the seeded ChaCha
+//!   stream (ids, jitter, pairing codes, secrets), reconnect backoff, timer tables and deadline
+//!   queues driven by `now: Instant`, and scope sets with wildcard patterns.
 //!
 //! ## The run-loop contract (for the machines that build on the wire layer)
 //! A shell drains `poll_output()` until it returns `None`, acting on each output; then waits for
@@ -17,5 +20,9 @@
 //! panic or an `Err`: malformed input becomes an event. `Result` is reserved for caller misuse.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod chunk;
+pub mod rng;
+pub mod scope;
+pub mod time;
 pub mod wire;

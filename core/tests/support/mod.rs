@@ -24,3 +24,35 @@ pub fn hex(bytes: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// A virtual clock for tests: every instant is an offset from ONE real `Instant`, taken once,
+/// so tests state exact times (`clock.at(30.0)`) and never sleep.
+#[derive(Clone, Copy, Debug)]
+pub struct SimClock {
+    pub origin: std::time::Instant,
+}
+
+impl Default for SimClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SimClock {
+    #[allow(clippy::disallowed_methods)] // the one real clock read: an arbitrary origin
+    pub fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// The instant `secs` seconds after the origin (nanosecond precision for small values).
+    pub fn at(&self, secs: f64) -> std::time::Instant {
+        self.origin + std::time::Duration::from_secs_f64(secs)
+    }
+
+    /// Seconds from the origin to `at`, for readable assertion messages.
+    pub fn secs(&self, at: std::time::Instant) -> f64 {
+        at.duration_since(self.origin).as_secs_f64()
+    }
+}
