@@ -25,13 +25,15 @@
 //! [`LEGACY_PROTOCOL_VERSION`]. The normative text is section "The node contract" of
 //! docs/protocol.md.
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::dto::{
     CancelCommandDto, CommandProgressDto, CommandResultDto, ExecuteCommandDto, HeartbeatDto,
     HelloAckDto, HelloDto,
 };
+use super::signalr::json::TypedInvocation;
 use super::signalr::{
     CompletionOutcome, Headers, HubMessage, HubProtocol, Invocation, Payload, PayloadError,
 };
@@ -175,6 +177,35 @@ impl NodeCall {
             }
             _ => NodeCall::Hello(decode_dto(target, "HelloDto", argument)?),
         })
+    }
+}
+
+/// The one-pass JSON fast path for the calls that dominate a gateway's traffic; `Hello` and
+/// `ScopeChanged` (rare, and with extra validation) always take the general path.
+impl TypedInvocation for NodeCall {
+    fn has_fast_path(target: &str) -> bool {
+        [
+            method::HEARTBEAT,
+            method::COMMAND_RESULT,
+            method::COMMAND_PROGRESS,
+        ]
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case(target))
+    }
+
+    fn decode_argument<'de, D: Deserializer<'de>>(
+        target: &str,
+        deserializer: D,
+    ) -> Result<NodeCall, D::Error> {
+        if target.eq_ignore_ascii_case(method::HEARTBEAT) {
+            HeartbeatDto::deserialize(deserializer).map(NodeCall::Heartbeat)
+        } else if target.eq_ignore_ascii_case(method::COMMAND_RESULT) {
+            CommandResultDto::deserialize(deserializer).map(NodeCall::CommandResult)
+        } else if target.eq_ignore_ascii_case(method::COMMAND_PROGRESS) {
+            CommandProgressDto::deserialize(deserializer).map(NodeCall::CommandProgress)
+        } else {
+            Err(D::Error::custom("no fast path"))
+        }
     }
 }
 
@@ -434,6 +465,29 @@ fn decode_dto<T: DeserializeOwned>(
 
 fn decode_scopes(target: &'static str, argument: &Payload) -> Result<Vec<String>, ContractError> {
     scopes_from_value(decode_value(target, argument)?).map_err(|detail| invalid(target, detail))
+}
+
+/// The one-pass JSON fast path for the calls that dominate a node's traffic; the rest always take
+/// the general path (`RevokeAccess` is decoded leniently there).
+impl TypedInvocation for GatewayCall {
+    fn has_fast_path(target: &str) -> bool {
+        [method::EXECUTE_COMMAND, method::CANCEL_COMMAND]
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(target))
+    }
+
+    fn decode_argument<'de, D: Deserializer<'de>>(
+        target: &str,
+        deserializer: D,
+    ) -> Result<GatewayCall, D::Error> {
+        if target.eq_ignore_ascii_case(method::EXECUTE_COMMAND) {
+            ExecuteCommandDto::deserialize(deserializer).map(GatewayCall::ExecuteCommand)
+        } else if target.eq_ignore_ascii_case(method::CANCEL_COMMAND) {
+            CancelCommandDto::deserialize(deserializer).map(GatewayCall::CancelCommand)
+        } else {
+            Err(D::Error::custom("no fast path"))
+        }
+    }
 }
 
 /// A list of non-empty scope strings, duplicates removed (first occurrence kept, order kept).

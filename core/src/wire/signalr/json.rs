@@ -22,10 +22,14 @@
 //! - A payload is exactly the text of the value in the record (whitespace inside it kept), so a
 //!   record in canonical member order re-encodes to the same bytes.
 //!
+//! [`decode_invocation`] is the one-pass fast path for the contract's hot methods: it decodes
+//! the argument straight into its DTO and falls back to [`decode_record`] for anything unusual.
+//!
 //! Framing (splitting a byte stream at 0x1E) lives in [`super::framing`]; this module sees one
 //! record at a time.
 
 mod decode;
+mod typed;
 
 use serde_json::value::RawValue;
 
@@ -33,6 +37,7 @@ use super::message::{CompletionOutcome, Headers, HubMessage, Invocation, Payload
 use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
+pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 
 /// Appends `message` as one JSON record terminated by 0x1E. Payloads held as MessagePack are
 /// transcoded to JSON (Payload::transcode); that is the only failure.
