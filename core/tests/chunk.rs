@@ -153,7 +153,7 @@ fn assert_slices_are_maximal(s: &str, parts: &[CommandResultDto], cap: usize) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Worked examples (pinned in docs/spec-parts/45-chunking.md)
+// Worked examples (pinned in docs/protocol.md, section 6.4)
 
 #[test]
 fn result_that_fits_is_one_message_without_part_fields() {
