@@ -42,13 +42,8 @@ impl fmt::Debug for HttpCall {
             .field("method", &self.method)
             .field("path", &self.path)
             .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
-            .field(
-                "body",
-                &self
-                    .body
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned()),
-            )
+            // Bodies may hold secrets (the pairing secret): their length only.
+            .field("body_len", &self.body.as_ref().map(Vec::len))
             .finish()
     }
 }

@@ -12,8 +12,16 @@
 //! - [`http`]: the requests the sub-machines ask the shell to make.
 
 pub mod commands;
+mod config;
 pub mod http;
 pub mod hub;
 pub mod llm_link;
+mod machine;
 pub mod pairing;
 pub mod polling;
+
+pub use config::{
+    Dialect, HostStats, Identity, LinkId, NodeConfig, NodeEvent, NodeInput, NodeOutput, NodeState,
+    RequestId, Transport, WsFrame, LLM_COMMAND,
+};
+pub use machine::{Node, UsageError};

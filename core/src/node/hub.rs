@@ -1,1 +1,0 @@
-//! TODO(issue 4): being written.
