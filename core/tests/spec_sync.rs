@@ -17,6 +17,14 @@ fn every_snapshot_body_appears_verbatim_in_the_spec() {
         if path.extension().is_none_or(|ext| ext != "snap") {
             continue;
         }
+        // Transcripts of simulated scenarios (core/tests/node.rs) pin behaviour over time, not
+        // the bytes of a message: the spec states their rules, not their lines.
+        if path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("node__"))
+        {
+            continue;
+        }
         let snap = fs::read_to_string(&path).expect("readable snapshot");
         let body = snapshot_body(&snap);
         checked += 1;

@@ -56,3 +56,4 @@ impl SimClock {
         at.duration_since(self.origin).as_secs_f64()
     }
 }
+pub mod sim;
