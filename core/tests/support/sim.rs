@@ -142,7 +142,7 @@ impl Sim {
         self.queue.push((at, self.seq, pending));
     }
 
-    fn to_node(&mut self, input: NodeInput) {
+    fn send_to_node(&mut self, input: NodeInput) {
         if self.partitioned {
             return;
         }
@@ -478,7 +478,7 @@ impl Sim {
         if let Some(socket) = self.sockets.get_mut(&link) {
             socket.last_sent = self.now;
         }
-        self.to_node(NodeInput::Frame { link, frame });
+        self.send_to_node(NodeInput::Frame { link, frame });
     }
 
     fn next_gateway_ping(&self) -> Option<Instant> {
@@ -536,7 +536,7 @@ impl Sim {
         if let Some(link) = self.current_link.take() {
             self.sockets.remove(&link);
             self.log("gw: socket dropped".to_string());
-            self.to_node(NodeInput::WebSocketClosed {
+            self.send_to_node(NodeInput::WebSocketClosed {
                 link,
                 code: Some(1006),
                 reason: "abnormal closure".to_string(),
