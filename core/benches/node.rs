@@ -97,7 +97,10 @@ fn ready_node(now: Instant) -> (Node, LinkId) {
             break;
         }
     }
-    assert!(hello_id.is_some() && node.state() == NodeState::Ready, "the node became ready");
+    assert!(
+        hello_id.is_some() && node.state() == NodeState::Ready,
+        "the node became ready"
+    );
     (node, link)
 }
 
@@ -105,8 +108,6 @@ fn ready_node(now: Instant) -> (Node, LinkId) {
 fn run(count: u64) -> Duration {
     let start_instant = Instant::now();
     let (mut node, link) = ready_node(start_instant);
-    // The heartbeat went out first; result invocation ids follow Hello (1): 2, 3, ...
-    let mut next_invocation = 2u64;
     let now = start_instant;
     let started = Instant::now();
     for i in 0..count {
@@ -139,8 +140,8 @@ fn run(count: u64) -> Duration {
             }
         }
         assert!(sent_result, "command {i} produced its result");
-        let ack = format!("{{\"type\":3,\"invocationId\":\"{next_invocation}\"}}\u{1e}");
-        next_invocation += 1;
+        // Result invocation ids follow Hello's (1): 2, 3, ...
+        let ack = format!("{{\"type\":3,\"invocationId\":\"{}\"}}\u{1e}", i + 2);
         node.handle_input(
             now,
             NodeInput::Frame {
@@ -173,6 +174,10 @@ fn main() {
         rates[rates.len() - 1],
         1e6 / median
     );
-    let verdict = if median >= TARGET_PER_SECOND { "met" } else { "MISSED" };
+    let verdict = if median >= TARGET_PER_SECOND {
+        "met"
+    } else {
+        "MISSED"
+    };
     println!("target >= {TARGET_PER_SECOND:.0} commands/s: {verdict}");
 }

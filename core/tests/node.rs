@@ -442,3 +442,116 @@ fn transcript_of_a_connection() {
         sim.transcript.join("\n")
     );
 }
+
+fn polling_config(transport: Transport) -> NodeConfig {
+    let mut config = config(HubProtocol::Json);
+    config.dialect = Dialect::Hub {
+        protocol: HubProtocol::Json,
+        transport,
+    };
+    config
+}
+
+fn dto(id: &str, command: &str) -> ExecuteCommandDto {
+    match execute(id, command) {
+        GatewayCall::ExecuteCommand(dto) => dto,
+        _ => unreachable!("execute builds an ExecuteCommand"),
+    }
+}
+
+#[test]
+fn polling_gets_commands_every_2s_posts_results_and_heartbeats_over_rest() {
+    let mut sim = Sim::new(polling_config(Transport::Polling), 2);
+    sim.run_for(Duration::from_secs(3));
+    sim.poll_commands.push(dto("c1", "system.info"));
+    sim.run_for(Duration::from_secs(3));
+    let gets: Vec<f64> = sim
+        .http_requests
+        .iter()
+        .filter(|(_, url, _)| url.ends_with("/api/nodes/me/commands"))
+        .map(|(at, _, _)| sim.clock.secs(*at))
+        .collect();
+    assert_eq!(
+        secs(&gets[..3]),
+        ["0.020", "2.000", "4.000"],
+        "after the first heartbeat, every 2 s"
+    );
+    assert_eq!(sim.node.state(), NodeState::Polling);
+    assert!(sim.results_for("c1")[0].ok);
+    assert_eq!(
+        secs(&sim.heartbeat_times()),
+        ["0.000"],
+        "the first REST heartbeat at once"
+    );
+}
+
+#[test]
+fn auto_transport_falls_back_to_polling_after_three_failed_upgrades() {
+    let mut sim = Sim::new(polling_config(Transport::Auto), 4);
+    sim.refuse_upgrade = Some(403);
+    sim.run_for(Duration::from_secs(300));
+    assert_eq!(sim.node.state(), NodeState::Polling);
+    let opens = sim
+        .transcript
+        .iter()
+        .filter(|l| l.contains(" open wss://"))
+        .count();
+    assert_eq!(opens, 3);
+    sim.poll_commands.push(dto("c1", "system.info"));
+    sim.run_for(Duration::from_secs(3));
+    assert!(sim.results_for("c1")[0].ok, "commands flow over polling");
+}
+
+#[test]
+fn llm_node_runs_a_task_streams_text_and_sends_the_finished_frame() {
+    let params = nodelink_core::wire::llm::ConnectParams {
+        token: "t0ken".to_string(),
+        model: "llama-3".to_string(),
+        max_concurrency: 2,
+        name: "gpu-1".to_string(),
+    };
+    let mut config = NodeConfig::new(
+        "http://127.0.0.1:9000",
+        Dialect::Llm {
+            server_url: "ws://127.0.0.1:9000/ws".to_string(),
+            params,
+        },
+        Identity::Unpaired { node_id: None },
+    );
+    config.commands = vec![CommandSpec::new(nodelink_core::node::LLM_COMMAND)];
+    let mut sim = Sim::new(config, 8);
+    sim.behaviours.insert(
+        nodelink_core::node::LLM_COMMAND.to_string(),
+        Behaviour::Hang,
+    );
+    assert!(sim.run_until(Duration::from_secs(1), |s| s.node.state()
+        == NodeState::Ready));
+    sim.server_text(
+        r#"{"state":0,"id":7,"messages":[{"role":"user","content":"hi"}],"max_new_tokens":5}"#,
+    );
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.executed.len(), 1);
+    let now = sim.now;
+    sim.node.stream_text(now, "7", "héllo");
+    sim.node
+        .finish_command(now, "7", Ok(serde_json::Value::Null))
+        .expect("running");
+    sim.run_for(Duration::from_secs(25));
+    let results: Vec<_> = sim
+        .llm_results
+        .iter()
+        .map(|(_, id, text)| (*id, text.clone()))
+        .collect();
+    assert_eq!(results, [(7, Some("héllo".to_string())), (7, None)]);
+    let beats: Vec<f64> = sim
+        .llm_text
+        .iter()
+        .filter(|(_, text)| text.is_empty())
+        .map(|(at, _)| sim.clock.secs(*at))
+        .collect();
+    assert_eq!(
+        secs(&beats),
+        ["10.030", "20.030"],
+        "the empty-text heartbeat every 10 s"
+    );
+}

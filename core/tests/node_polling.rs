@@ -257,8 +257,8 @@ fn heartbeat_goes_before_the_next_poll() {
             },
         ]
     );
-    // The late poll went out at 2.6 s: the next is not at 4 s (1.4 s later) but at 6 s.
-    wake(&mut c, &clock, 6.0);
+    // The late poll of the 2 s slot went out at 2.6 s: the next keeps the grid, at 4 s.
+    wake(&mut c, &clock, 4.0);
     expect_poll(&mut c);
 }
 
@@ -300,7 +300,11 @@ fn results_are_posted_in_order_and_retried_until_accepted() {
         part1
     );
     c.handle_response(clock.at(2.9), transport()).unwrap();
+    // The retry gate opens at 4.9 s; the poll of the 4 s slot is due and goes first.
     wake(&mut c, &clock, 4.9);
+    expect_poll(&mut c);
+    c.handle_response(clock.at(4.9), answer(200, NO_COMMANDS))
+        .unwrap();
     assert_eq!(
         expect_post(&mut c, "/api/nodes/me/commands/cmd_a/result"),
         part1
@@ -338,6 +342,11 @@ fn results_are_posted_in_order_and_retried_until_accepted() {
                 RequestFailure::Transport(HttpError("connection reset".to_owned())),
                 Some(clock.at(4.9))
             ),
+            PollingEvent::Commands {
+                commands: vec![],
+                rejected: vec![],
+                scopes: None
+            },
             PollingEvent::ResultAccepted {
                 command_id: "cmd_a".to_owned(),
                 part_index: Some(1)
@@ -671,8 +680,8 @@ fn a_refused_heartbeat_or_poll_is_dropped_and_the_poll_keeps_its_slot() {
         ]
     );
     assert!(!c.has_queued_heartbeat());
-    // The poll went out at 0.1 s, behind the heartbeat: 2 s is too close, 4 s is next.
-    wake(&mut c, &clock, 4.0);
+    // The poll of the 0 s slot went out at 0.1 s, behind the heartbeat: the next is at 2 s.
+    wake(&mut c, &clock, 2.0);
     expect_poll(&mut c);
 }
 
@@ -688,12 +697,12 @@ fn slow_answers_and_late_wake_ups_skip_poll_slots() {
     expect_poll(&mut c);
     c.handle_response(clock.at(4.1), answer(200, NO_COMMANDS))
         .unwrap();
-    // Woken late, at 6.7 s: the poll goes then, and the next waits for 8.7 s -> slot 10 s.
+    // Woken late, at 6.7 s: the poll of the 6 s slot goes then, and the next keeps the grid: 8 s.
     c.handle_timeout(clock.at(6.7));
     expect_poll(&mut c);
     c.handle_response(clock.at(6.8), answer(200, NO_COMMANDS))
         .unwrap();
-    wake(&mut c, &clock, 10.0);
+    wake(&mut c, &clock, 8.0);
     expect_poll(&mut c);
     // Answered exactly on the next slot: the next poll goes at once.
     c.handle_response(clock.at(12.0), answer(200, NO_COMMANDS))

@@ -9,8 +9,9 @@
 //!    heartbeat never waits behind a queue of result parts (design rule 6);
 //! 2. the poll, when due. Polls follow a fixed grid `first + k * interval` anchored at the first
 //!    poll, which goes out at once. After an answer the next poll is the first grid instant at or
-//!    after both the answer and `interval` after the previous poll was sent: no drift, no
-//!    catch-up burst, and two polls are never less than `interval` apart;
+//!    after both the answer and the previous poll's slot plus `interval`: no drift, no catch-up
+//!    burst, and a poll delayed by a heartbeat or a result post in flight does not push the
+//!    next one a whole interval later;
 //! 3. the queued result parts ([`PollingClient::queue_result`]), oldest first, one `POST` per
 //!    part; a part leaves the queue only when the gateway accepts it (2xx) or refuses it for good.
 //!
@@ -70,7 +71,6 @@ enum InFlight {
     Heartbeat(HeartbeatDto),
     Poll {
         slot: Instant,
-        sent_at: Instant,
     },
     /// `None` once [`PollingClient::take_queued_results`] took it back.
     Result(Option<QueuedResult>),
@@ -382,12 +382,8 @@ impl PollingClient {
                 Some(body),
             )
         } else if self.next_poll <= self.now {
-            let (slot, sent_at) = (self.next_poll, self.now);
-            (
-                InFlight::Poll { slot, sent_at },
-                COMMANDS_PATH.to_owned(),
-                None,
-            )
+            let slot = self.next_poll;
+            (InFlight::Poll { slot }, COMMANDS_PATH.to_owned(), None)
         } else {
             let q = self.results.pop_front()?;
             let (path, body) = (q.path.clone(), Some(q.body.clone()));
@@ -492,8 +488,8 @@ impl PollingClient {
             _ => None,
         };
         match (in_flight, refusal) {
-            (InFlight::Poll { slot, sent_at }, refusal) => {
-                let earliest = now.max(saturating_add(sent_at, self.interval));
+            (InFlight::Poll { slot, .. }, refusal) => {
+                let earliest = now.max(saturating_add(slot, self.interval));
                 self.next_poll = grid_at_or_after(slot, self.interval, earliest);
                 if let Some((status, error)) = refusal {
                     self.events.push_back(PollingEvent::RequestFailed {

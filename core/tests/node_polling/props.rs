@@ -79,7 +79,8 @@ fn step() -> impl Strategy<Value = Step> {
 struct Model {
     interval: Duration,
     in_flight: Option<HttpCall>,
-    last_poll: Option<Instant>,
+    first_poll: Option<Instant>,
+    polls: u32,
     gate: Option<Instant>,
     /// The `durationMs` tags of the results not yet accepted, refused or taken, oldest first.
     outstanding: Vec<u64>,
@@ -129,10 +130,15 @@ impl Model {
             );
             prop_assert_eq!(call.bearer.clone(), Some(token()));
             if call.path == COMMANDS_PATH {
-                if let Some(last) = self.last_poll {
-                    prop_assert!(now.duration_since(last) >= self.interval, "polls too close");
-                }
-                self.last_poll = Some(now);
+                // Polls keep a grid from the first: the k-th never before first + k * interval
+                // (no catch-up burst, never faster than the cadence).
+                let first = *self.first_poll.get_or_insert(now);
+                prop_assert!(
+                    now >= first + self.interval * self.polls,
+                    "poll {} came before its slot",
+                    self.polls
+                );
+                self.polls += 1;
             } else if call.path == HEARTBEAT_PATH {
                 let body: HeartbeatDto =
                     serde_json::from_slice(call.body.as_deref().unwrap()).unwrap();
@@ -171,7 +177,8 @@ proptest! {
         let mut m = Model {
             interval: DEFAULT_POLL_INTERVAL,
             in_flight: None,
-            last_poll: None,
+            first_poll: None,
+            polls: 0,
             gate: None,
             outstanding: Vec::new(),
             result_in_flight: None,

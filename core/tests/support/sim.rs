@@ -16,7 +16,9 @@ use nodelink_core::node::{LinkId, Node, NodeConfig, NodeEvent, NodeInput, NodeOu
 use nodelink_core::wire::contract::{
     answer_hello, GatewayCall, NodeCall, SUPPORTED_PROTOCOL_VERSIONS,
 };
-use nodelink_core::wire::dto::{CommandResultDto, HeartbeatDto};
+use nodelink_core::wire::dto::{CommandResultDto, ExecuteCommandDto, HeartbeatDto};
+use nodelink_core::wire::llm::ResultFrame;
+use nodelink_core::wire::rest::{parse_command_result_path, CommandResultBody, CommandsResponse};
 use nodelink_core::wire::signalr::framing::RecordDecoder;
 use nodelink_core::wire::signalr::handshake::{HandshakeRequest, HandshakeResponse};
 use nodelink_core::wire::signalr::negotiate::{
@@ -76,6 +78,11 @@ pub struct Sim {
     /// Answer to the WebSocket upgrade: `None` accepts, `Some(status)` refuses.
     pub refuse_upgrade: Option<u16>,
     pub pairing: Option<PairingScript>,
+    /// Commands the polling endpoint hands out at the next GET.
+    pub poll_commands: Vec<ExecuteCommandDto>,
+    /// LLM dialect: text frames from the node (heartbeats) and result frames, decoded.
+    pub llm_text: Vec<(Instant, String)>,
+    pub llm_results: Vec<(Instant, u32, Option<String>)>,
     pub transcript: Vec<String>,
     pub events: Vec<(Instant, NodeEvent)>,
     pub executed: Vec<(Instant, String)>,
@@ -88,6 +95,7 @@ pub struct Sim {
     queue: Vec<(Instant, u64, Pending)>,
     seq: u64,
     sockets: BTreeMap<LinkId, GatewaySocket>,
+    llm_links: Vec<LinkId>,
     current_link: Option<LinkId>,
     pairing_answers: usize,
 }
@@ -108,6 +116,9 @@ impl Sim {
             gateway_pings: true,
             refuse_upgrade: None,
             pairing: None,
+            poll_commands: Vec::new(),
+            llm_text: Vec::new(),
+            llm_results: Vec::new(),
             transcript: Vec::new(),
             events: Vec::new(),
             executed: Vec::new(),
@@ -119,6 +130,7 @@ impl Sim {
             queue: Vec::new(),
             seq: 0,
             sockets: BTreeMap::new(),
+            llm_links: Vec::new(),
             current_link: None,
             pairing_answers: 0,
         };
@@ -268,6 +280,9 @@ impl Sim {
                             },
                         );
                         self.current_link = Some(link);
+                        if url.contains("/ws?") {
+                            self.llm_links.push(link);
+                        }
                         NodeInput::WebSocketOpened { link }
                     }
                 };
@@ -354,7 +369,42 @@ impl Sim {
             };
             return Ok(answer);
         }
-        let _ = call;
+        let path = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let path = path.find('/').map_or("", |at| &path[at..]);
+        if path == "/api/nodes/me/commands" {
+            let commands = std::mem::take(&mut self.poll_commands);
+            let body = serde_json::to_vec(&CommandsResponse {
+                commands,
+                scopes: None,
+            })
+            .expect("encodes");
+            return Ok(HttpResponse { status: 200, body });
+        }
+        if path == "/api/nodes/me/heartbeat" {
+            let heartbeat: HeartbeatDto =
+                serde_json::from_slice(call.body.as_deref().unwrap_or_default())
+                    .expect("a heartbeat");
+            self.log("node -> gw  REST heartbeat".to_string());
+            self.heartbeats.push((self.now, heartbeat));
+            return Ok(HttpResponse {
+                status: 204,
+                body: Vec::new(),
+            });
+        }
+        if let Ok(command_id) = parse_command_result_path(path) {
+            let body = CommandResultBody::from_json(call.body.as_deref().unwrap_or_default())
+                .expect("a result body");
+            let result = body.into_dto(command_id);
+            self.log(format!(
+                "node -> gw  REST result {} ok={}",
+                result.command_id, result.ok
+            ));
+            self.results.push((self.now, result));
+            return Ok(HttpResponse {
+                status: 204,
+                body: Vec::new(),
+            });
+        }
         Ok(HttpResponse {
             status: 404,
             body: br#"{"error":"not_found","message":"no such endpoint in the script"}"#.to_vec(),
@@ -362,6 +412,22 @@ impl Sim {
     }
 
     fn gateway_receive(&mut self, link: LinkId, frame: WsFrame) {
+        if self.llm_links.contains(&link) {
+            match frame {
+                WsFrame::Text(text) => self.llm_text.push((self.now, text)),
+                WsFrame::Binary(bytes) => {
+                    let decoded = ResultFrame::decode(&bytes).expect("a valid result frame");
+                    self.log(format!(
+                        "node -> server  result {} {:?}",
+                        decoded.id, decoded.text
+                    ));
+                    self.llm_results
+                        .push((self.now, decoded.id, decoded.text.map(str::to_owned)));
+                }
+                WsFrame::Ping(_) | WsFrame::Pong(_) => {}
+            }
+            return;
+        }
         let Some(socket) = self.sockets.get_mut(&link) else {
             return;
         };
@@ -515,6 +581,17 @@ impl Sim {
         self.log(format!("gw -> node  {}", call.target()));
         let message = call.to_message(protocol, None).expect("encodes");
         self.gateway_send(link, message);
+        self.drain_node();
+    }
+
+    /// LLM dialect: the server sends a text frame (a task or a stop) on the current socket.
+    pub fn server_text(&mut self, text: &str) {
+        let link = self.current_link.expect("an open socket");
+        self.log(format!("server -> node  {text}"));
+        self.send_to_node(NodeInput::Frame {
+            link,
+            frame: WsFrame::Text(text.to_string()),
+        });
         self.drain_node();
     }
 
