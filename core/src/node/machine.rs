@@ -584,13 +584,17 @@ impl Node {
     }
 
     fn send_part(&mut self, now: Instant, part: CommandResultDto) {
-        let refused = match &mut self.link {
-            Link::Hub(hub) if hub.is_ready() => hub.send_result(now, part.clone()).is_err(),
-            Link::Polling(polling) => polling.queue_result(now, part.clone()).is_err(),
-            _ => true,
-        };
-        if refused {
-            self.keep_part(part);
+        // The links refuse a part only on misuse (a hub that is not ready, which is checked; a
+        // polling client already stopped, which is replaced before it could be asked; an id no
+        // URL can carry, which no retry would fix): the part is not worth a clone per send.
+        match &mut self.link {
+            Link::Hub(hub) if hub.is_ready() => {
+                let _ = hub.send_result(now, part);
+            }
+            Link::Polling(polling) => {
+                let _ = polling.queue_result(now, part);
+            }
+            _ => self.keep_part(part),
         }
     }
 
