@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use nodelink_core::node::commands::Outcome;
-use nodelink_core::node::http::{HttpCall, HttpResponse};
+use nodelink_core::node::http::{HttpCall, HttpError, HttpResponse};
 use nodelink_core::node::{LinkId, Node, NodeConfig, NodeEvent, NodeInput, NodeOutput, WsFrame};
 use nodelink_core::wire::contract::{
     answer_hello, GatewayCall, NodeCall, SUPPORTED_PROTOCOL_VERSIONS,
@@ -28,6 +28,9 @@ use nodelink_core::wire::signalr::{CompletionOutcome, Headers, HubMessage, HubPr
 use serde_json::Value;
 
 use super::SimClock;
+
+/// How long the simulated shell waits for an HTTP answer or a WebSocket upgrade.
+pub const SHELL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the simulated executor does with a command.
 #[derive(Clone, Debug)]
@@ -67,8 +70,10 @@ pub struct Sim {
     pub node: Node,
     /// One-way latency of every message and HTTP answer.
     pub latency: Duration,
-    /// While set, frames and requests in both directions are lost.
-    pub partitioned: bool,
+    /// While set, new HTTP requests and WebSocket upgrades time out, and frames on open sockets
+    /// are held (TCP retransmits) until [`Sim::heal`] or until a side gives the socket up.
+    partitioned: bool,
+    held: Vec<Pending>,
     /// Executors by command name; unknown names finish at once with `{"ok":true}`.
     pub behaviours: BTreeMap<String, Behaviour>,
     /// Whether the gateway acknowledges results (a void Completion per part).
@@ -111,6 +116,7 @@ impl Sim {
             node,
             latency: Duration::from_millis(10),
             partitioned: false,
+            held: Vec::new(),
             behaviours: BTreeMap::new(),
             ack_results: true,
             gateway_pings: true,
@@ -156,10 +162,30 @@ impl Sim {
 
     fn send_to_node(&mut self, input: NodeInput) {
         if self.partitioned {
+            self.held.push(Pending::ToNode(input));
             return;
         }
         let at = self.now + self.latency;
         self.schedule(at, Pending::ToNode(input));
+    }
+
+    /// Cuts the network between node and gateway (see the `partitioned` field).
+    pub fn partition(&mut self) {
+        self.partitioned = true;
+        self.log("net: partitioned".to_string());
+    }
+
+    /// Ends a partition: held frames arrive, in order, after one latency.
+    pub fn heal(&mut self) {
+        if !self.partitioned {
+            return;
+        }
+        self.partitioned = false;
+        self.log("net: healed".to_string());
+        let at = self.now + self.latency;
+        for pending in std::mem::take(&mut self.held) {
+            self.schedule(at, pending);
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -248,6 +274,13 @@ impl Sim {
                 self.http_requests
                     .push((self.now, url.clone(), call.clone()));
                 if self.partitioned {
+                    // The shell's own timeout answers a request that got no answer.
+                    let at = self.now + SHELL_TIMEOUT;
+                    let result = Err(HttpError("timed out".to_string()));
+                    self.schedule(
+                        at,
+                        Pending::ToNode(NodeInput::HttpResponse { request, result }),
+                    );
                     return;
                 }
                 let response = self.gateway_http(&url, &call);
@@ -261,6 +294,14 @@ impl Sim {
             NodeOutput::OpenWebSocket { link, url, .. } => {
                 self.log(format!("node -> gw  open {url}"));
                 if self.partitioned {
+                    let at = self.now + SHELL_TIMEOUT;
+                    let detail = "timed out".to_string();
+                    let failed = NodeInput::WebSocketFailed {
+                        link,
+                        status: None,
+                        detail,
+                    };
+                    self.schedule(at, Pending::ToNode(failed));
                     return;
                 }
                 let input = match self.refuse_upgrade {
@@ -291,6 +332,7 @@ impl Sim {
             }
             NodeOutput::Send { link, frame } => {
                 if self.partitioned {
+                    self.held.push(Pending::ToGateway(link, frame));
                     return;
                 }
                 let at = self.now + self.latency;
@@ -574,14 +616,24 @@ impl Sim {
 
     /// The gateway invokes a call on the node's current socket (fire-and-forget).
     pub fn gateway_call(&mut self, call: GatewayCall) {
-        let Some(link) = self.current_link.filter(|l| self.sockets.contains_key(l)) else {
-            panic!("no open socket to call on");
+        assert!(self.try_gateway_call(call), "no open socket to call on");
+    }
+
+    /// [`Sim::gateway_call`] when the gateway has a socket with a completed handshake; false
+    /// (and nothing sent) otherwise.
+    pub fn try_gateway_call(&mut self, call: GatewayCall) -> bool {
+        let Some(link) = self
+            .current_link
+            .filter(|l| self.sockets.get(l).is_some_and(|s| s.protocol.is_some()))
+        else {
+            return false;
         };
         let protocol = self.sockets[&link].protocol.expect("after handshake");
         self.log(format!("gw -> node  {}", call.target()));
         let message = call.to_message(protocol, None).expect("encodes");
         self.gateway_send(link, message);
         self.drain_node();
+        true
     }
 
     /// LLM dialect: the server sends a text frame (a task or a stop) on the current socket.
