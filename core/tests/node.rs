@@ -555,3 +555,29 @@ fn llm_node_runs_a_task_streams_text_and_sends_the_finished_frame() {
         "the empty-text heartbeat every 10 s"
     );
 }
+
+#[test]
+fn parts_of_two_large_results_are_interleaved_fairly() {
+    let mut sim = ready(HubProtocol::Json);
+    // 6 parts each; the first 4 of `a` fill the window before `b` has finished.
+    let big = serde_json::json!({ "data": "z".repeat(6 * 1024 * 1024 - 100) });
+    sim.behaviours.insert(
+        "big".to_string(),
+        Behaviour::Finish(Duration::ZERO, Ok(big)),
+    );
+    sim.gateway_call(execute("a", "big"));
+    sim.gateway_call(execute("b", "big"));
+    sim.run_for(Duration::from_secs(1));
+    let order: Vec<String> = sim
+        .results
+        .iter()
+        .map(|(_, r)| format!("{}{}", r.command_id, r.part_index.unwrap_or(99)))
+        .collect();
+    assert_eq!(
+        order,
+        ["a0", "a1", "a2", "a3", "a4", "b0", "a5", "b1", "b2", "b3", "b4", "b5"]
+            .map(String::from)
+            .to_vec(),
+        "once the window opens, the two results take turns"
+    );
+}

@@ -38,7 +38,7 @@ impl HubLink {
             control: VecDeque::new(),
             deferred: VecDeque::new(),
             early_calls: Vec::new(),
-            bulk: VecDeque::new(),
+            bulk: super::fair::FairQueue::default(),
             in_flight: BTreeMap::new(),
             protocol_version: None,
             negotiated: false,
@@ -387,7 +387,8 @@ impl HubLink {
         self.early_calls.clear();
         let sent = std::mem::take(&mut self.in_flight);
         for part in sent.into_values().rev() {
-            self.bulk.push_front(part);
+            let key = part.dto.command_id.clone();
+            self.bulk.push_front(&key, part);
         }
         self.decoder = RecordDecoder::new(self.config.max_record_len);
         self.hello_id = None;

@@ -48,6 +48,7 @@
 //! connection is ready. Stateful reconnect (hub protocol version 2) is not used: the handshake
 //! asks for version 1, and a broken connection is a new connection.
 
+mod fair;
 mod link;
 mod receive;
 mod send;
@@ -404,7 +405,7 @@ pub struct HubLink {
     /// Gateway calls received before `Ready`, reported right after it.
     early_calls: Vec<GatewayCall>,
     /// Result parts not sent yet (or sent on a connection that ended), in order.
-    bulk: VecDeque<Part>,
+    bulk: fair::FairQueue<Part>,
     /// Result parts sent and awaiting their Completion, by invocation id (= send order).
     in_flight: BTreeMap<u64, Part>,
     protocol_version: Option<String>,

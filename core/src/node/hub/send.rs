@@ -65,10 +65,14 @@ impl HubLink {
     ) -> Result<(), HubUsageError> {
         let argument = Payload::encode(self.config.protocol, &part)
             .map_err(|e| HubUsageError::Unencodable(e.0))?;
-        self.bulk.push_back(Part {
-            dto: part,
-            argument,
-        });
+        let key = part.command_id.clone();
+        self.bulk.push_back(
+            &key,
+            Part {
+                dto: part,
+                argument,
+            },
+        );
         self.pump(now);
         Ok(())
     }
@@ -78,7 +82,7 @@ impl HubLink {
     /// connection is up, only the parts not sent yet (those in flight await their Completion).
     /// Parts left here are resent, with new invocation ids, once the next connection is ready.
     pub fn take_unacknowledged(&mut self) -> Vec<CommandResultDto> {
-        self.bulk.drain(..).map(|part| part.dto).collect()
+        self.bulk.drain().into_iter().map(|part| part.dto).collect()
     }
 
     /// Queues `Hello` right after the handshake (always invocation id 1) and sends it.
