@@ -126,7 +126,7 @@ fn only_result(actions: &[CommandAction]) -> CommandResultDto {
     let results: Vec<_> = actions
         .iter()
         .filter_map(|a| match a {
-            CommandAction::Result(r) => Some(r.clone()),
+            CommandAction::Result(r) => Some(CommandResultDto::clone(r)),
             _ => None,
         })
         .collect();
@@ -157,12 +157,12 @@ fn command_times_out_at_30s_with_timeout_code() {
         drain(&mut t),
         vec![
             cancel("c1", CancelReason::Timeout),
-            CommandAction::Result(failure(
+            CommandAction::Result(Arc::new(failure(
                 "c1",
                 ErrorCode::Timeout,
                 "command timed out after 30000 ms",
                 30_000
-            )),
+            ))),
         ]
     );
     assert_eq!(t.executing(), 0);
@@ -222,12 +222,12 @@ fn zero_timeout_ms_is_answered_timeout_without_running() {
     );
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(failure(
+        vec![CommandAction::Result(Arc::new(failure(
             "c1",
             ErrorCode::Timeout,
             "timeoutMs is 0: the deadline has passed before the command could start",
             0
-        ))]
+        )))]
     );
     assert!(!t.is_known("c1"));
     assert_eq!(t.poll_timeout(), None);
@@ -301,7 +301,10 @@ fn finish_answers_with_duration_since_arrival_and_echoes_the_protocol_version() 
     );
     let mut expected = success("c1", json!({"hostname": "build-01"}), 234);
     expected.protocol_version = Some("2025-10-01".into());
-    assert_eq!(drain(&mut t), vec![CommandAction::Result(expected)]);
+    assert_eq!(
+        drain(&mut t),
+        vec![CommandAction::Result(Arc::new(expected))]
+    );
     assert_eq!(t.executing(), 0);
 }
 
@@ -324,14 +327,14 @@ fn a_failed_outcome_is_sent_as_is_and_a_null_result_is_omitted() {
     assert_eq!(
         results,
         vec![
-            CommandAction::Result(CommandResultDto {
+            CommandAction::Result(Arc::new(CommandResultDto {
                 error: Some(error),
                 ..failure("c1", ErrorCode::InternalError, "", 1000)
-            }),
-            CommandAction::Result(CommandResultDto {
+            })),
+            CommandAction::Result(Arc::new(CommandResultDto {
                 result: None,
                 ..success("c2", Value::Null, 2000)
-            }),
+            })),
         ]
     );
 }
@@ -394,7 +397,7 @@ fn same_serialization_key_runs_one_at_a_time_in_arrival_order() {
     assert_eq!(
         drain(&mut t),
         vec![
-            CommandAction::Result(success("m1", json!("m1"), 2000)),
+            CommandAction::Result(Arc::new(success("m1", json!("m1"), 2000))),
             // Its deadline still counts from its arrival at 0.5 s.
             execute("k1", "input.key", clock.at(30.5)),
         ]
@@ -403,14 +406,18 @@ fn same_serialization_key_runs_one_at_a_time_in_arrival_order() {
     assert_eq!(
         drain(&mut t),
         vec![
-            CommandAction::Result(success("k1", json!("k1"), 2500)),
+            CommandAction::Result(Arc::new(success("k1", json!("k1"), 2500))),
             execute("m2", "input.mouse", clock.at(31.0)),
         ]
     );
     t.finish(clock.at(4.0), "m2", Ok(json!("m2"))).unwrap();
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(success("m2", json!("m2"), 3000))]
+        vec![CommandAction::Result(Arc::new(success(
+            "m2",
+            json!("m2"),
+            3000
+        )))]
     );
     assert_eq!((t.executing(), t.queued()), (1, 0));
 }
@@ -434,18 +441,22 @@ fn queued_command_times_out_before_it_starts() {
     t.handle_timeout(clock.at(6.0));
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(failure(
+        vec![CommandAction::Result(Arc::new(failure(
             "m2",
             ErrorCode::Timeout,
             "command timed out after 5000 ms before it could start",
             5000
-        ))]
+        )))]
     );
     assert_eq!((t.executing(), t.queued()), (1, 0));
     t.finish(clock.at(7.0), "m1", Ok(json!(1))).unwrap();
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(success("m1", json!(1), 7000))]
+        vec![CommandAction::Result(Arc::new(success(
+            "m1",
+            json!(1),
+            7000
+        )))]
     );
 }
 
@@ -466,13 +477,13 @@ fn a_queued_command_past_its_deadline_is_timed_out_when_its_turn_comes() {
     assert_eq!(
         drain(&mut t),
         vec![
-            CommandAction::Result(success("m1", json!(1), 2000)),
-            CommandAction::Result(failure(
+            CommandAction::Result(Arc::new(success("m1", json!(1), 2000))),
+            CommandAction::Result(Arc::new(failure(
                 "m2",
                 ErrorCode::Timeout,
                 "command timed out after 1000 ms before it could start",
                 2000
-            )),
+            ))),
             execute("m3", "input.mouse", clock.at(30.0)),
         ]
     );
@@ -498,7 +509,7 @@ fn busy_when_all_slots_taken_with_retry_after() {
     let mut busy = failure("c3", ErrorCode::Busy, "all 2 slots in use", 0);
     busy.error.as_mut().unwrap().retry_after_ms = Some(5000);
     busy.protocol_version = Some("2026-04-01".into());
-    assert_eq!(drain(&mut t), vec![CommandAction::Result(busy)]);
+    assert_eq!(drain(&mut t), vec![CommandAction::Result(Arc::new(busy))]);
     // The same bytes as the example in docs/protocol.md 5.2.
     let t_busy = failure("cmd_1", ErrorCode::Busy, "all 2 slots in use", 0);
     let mut t_busy = t_busy;
@@ -528,12 +539,12 @@ fn unknown_command_is_platform_unsupported() {
     t.receive(clock.at(0.0), cmd("c1", "screen.region"), &ScopeSet::new());
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(failure(
+        vec![CommandAction::Result(Arc::new(failure(
             "c1",
             ErrorCode::PlatformUnsupported,
             "unknown command \"screen.region\": this node has no executor for it (no scope was checked)",
             0
-        ))]
+        )))]
     );
 }
 
@@ -545,12 +556,12 @@ fn missing_scope_is_not_authorized() {
     t.receive(clock.at(0.0), cmd("c1", "screen.capture"), &scopes);
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(failure(
+        vec![CommandAction::Result(Arc::new(failure(
             "c1",
             ErrorCode::NotAuthorized,
             "command \"screen.capture\" needs scope \"screen.capture\", which this node does not hold",
             0
-        ))]
+        )))]
     );
     // A pattern covers the scope; a command without a scope needs none.
     t.receive(clock.at(0.0), cmd("c2", "input.key"), &scopes);
@@ -570,12 +581,12 @@ fn invalid_params_carry_the_hook_message() {
     t.receive(clock.at(0.0), cmd("c1", "gpu.run"), &all());
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(failure(
+        vec![CommandAction::Result(Arc::new(failure(
             "c1",
             ErrorCode::InvalidParams,
             "params.n must be a number",
             0
-        ))]
+        )))]
     );
     let mut ok = cmd("c2", "gpu.run");
     ok.params = Some(json!({"n": 3}));
@@ -600,7 +611,10 @@ fn an_unsupported_protocol_version_is_invalid_params_before_anything_else() {
         0,
     );
     expected.protocol_version = Some("2027-01-01".into());
-    assert_eq!(drain(&mut t), vec![CommandAction::Result(expected)]);
+    assert_eq!(
+        drain(&mut t),
+        vec![CommandAction::Result(Arc::new(expected))]
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Redelivery, remembered results, abandoned executors and CancelCommand.
 
 use super::*;
+use std::sync::Arc;
 
 // --- Exactly once ---------------------------------------------------------------------------
 
@@ -43,7 +44,7 @@ fn redelivered_after_finish_resends_the_stored_result() {
     assert_eq!(
         drain(&mut t),
         vec![
-            CommandAction::Result(first.clone()),
+            CommandAction::Result(Arc::new(first.clone())),
             CommandAction::Event(CommandEvent::ResultResent {
                 command_id: "c1".into()
             }),
@@ -54,7 +55,7 @@ fn redelivered_after_finish_resends_the_stored_result() {
     t.handle_timeout(clock.at(35.0));
     let timeout = only_result(&drain(&mut t));
     t.receive(clock.at(36.0), cmd("c2", "system.info"), &all());
-    assert_eq!(drain(&mut t)[0], CommandAction::Result(timeout));
+    assert_eq!(drain(&mut t)[0], CommandAction::Result(Arc::new(timeout)));
 }
 
 #[test]
@@ -162,12 +163,12 @@ fn cancel_of_executing_and_of_queued() {
     t.cancel(clock.at(1.0), "m2", None);
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(failure(
+        vec![CommandAction::Result(Arc::new(failure(
             "m2",
             ErrorCode::Cancelled,
             "cancelled by the gateway",
             1000
-        ))]
+        )))]
     );
     // Executing: stopped and answered; the group's next starts.
     t.cancel(clock.at(2.0), "m1", Some("user_cancelled"));
@@ -175,12 +176,12 @@ fn cancel_of_executing_and_of_queued() {
         drain(&mut t),
         vec![
             cancel("m1", CancelReason::Cancelled),
-            CommandAction::Result(failure(
+            CommandAction::Result(Arc::new(failure(
                 "m1",
                 ErrorCode::Cancelled,
                 "cancelled by the gateway: user_cancelled",
                 2000
-            )),
+            ))),
             execute("m3", "input.mouse", clock.at(30.0)),
         ]
     );

@@ -1,6 +1,7 @@
 //! Progress rate limiting, shutdown and revoke, construction and getters.
 
 use super::*;
+use std::sync::Arc;
 
 // --- Progress -------------------------------------------------------------------------------
 
@@ -60,7 +61,11 @@ fn progress_is_rate_limited_and_coalesced() {
     t.handle_timeout(clock.at(2.0));
     assert_eq!(
         drain(&mut t),
-        vec![CommandAction::Result(success("c1", json!(1), 1800))]
+        vec![CommandAction::Result(Arc::new(success(
+            "c1",
+            json!(1),
+            1800
+        )))]
     );
     // After the result: ignored.
     assert_eq!(
@@ -229,18 +234,18 @@ fn shutdown_answers_every_command_cancelled() {
         drain(&mut t),
         vec![
             cancel("m1", CancelReason::Shutdown),
-            CommandAction::Result(failure(
+            CommandAction::Result(Arc::new(failure(
                 "m1",
                 ErrorCode::Cancelled,
                 "the node is shutting down",
                 3000
-            )),
-            CommandAction::Result(failure(
+            ))),
+            CommandAction::Result(Arc::new(failure(
                 "m2",
                 ErrorCode::Cancelled,
                 "the node is shutting down",
                 2000
-            )),
+            ))),
         ]
     );
     assert!(t.is_closed());

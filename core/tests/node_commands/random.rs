@@ -142,7 +142,7 @@ impl Model {
                         result.command_id,
                         life.answer
                     );
-                    life.answer = Some(result.clone());
+                    life.answer = Some(CommandResultDto::clone(result));
                     life.executing = false;
                     if self.group_running.as_deref() == Some(result.command_id.as_str()) {
                         self.group_running = None;
@@ -250,7 +250,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let results: Vec<_> = actions
                     .iter()
                     .filter_map(|a| match a {
-                        CommandAction::Result(r) => Some(r.clone()),
+                        CommandAction::Result(r) => Some(CommandResultDto::clone(r)),
                         _ => None,
                     })
                     .collect();

@@ -1,6 +1,7 @@
 //! Answering: leaving the live set (timers, slot, group, the executor's Cancel), remembering the
 //! result, starting a group's next command, and stopping everything.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::types::{error_result, millis};
@@ -57,7 +58,8 @@ impl CommandTable {
     }
 
     pub(super) fn emit_result(&mut self, now: Instant, result: CommandResultDto) {
-        self.memory.remember(now, result.clone());
+        let result = Arc::new(result);
+        self.memory.remember(now, Arc::clone(&result));
         self.actions.push_back(CommandAction::Result(result));
     }
 
@@ -104,13 +106,14 @@ impl CommandTable {
                 self.memory.abandon(&id);
             }
             if answer {
-                self.actions.push_back(CommandAction::Result(error_result(
-                    &id,
-                    ErrorCode::Cancelled,
-                    "the node is shutting down".to_owned(),
-                    now.saturating_duration_since(command.arrival),
-                    command.protocol_version,
-                )));
+                self.actions
+                    .push_back(CommandAction::Result(Arc::new(error_result(
+                        &id,
+                        ErrorCode::Cancelled,
+                        "the node is shutting down".to_owned(),
+                        now.saturating_duration_since(command.arrival),
+                        command.protocol_version,
+                    ))));
             }
         }
         self.executing = 0;

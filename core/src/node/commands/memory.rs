@@ -2,6 +2,7 @@
 //! which of them an executor may still be running (for late finishes).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::time::saturating_add;
@@ -12,7 +13,7 @@ use crate::wire::dto::CommandResultDto;
 pub(super) struct Memory {
     capacity: usize,
     remember_for: Duration,
-    results: BTreeMap<String, CommandResultDto>,
+    results: BTreeMap<String, Arc<CommandResultDto>>,
     /// `(expiry, id)` in the order the results were stored: the front is the oldest.
     order: VecDeque<(Instant, String)>,
     abandoned_capacity: usize,
@@ -38,7 +39,7 @@ impl Memory {
 
     /// Stores `result`, answered at `now`, forgetting the oldest result when full. Remembers
     /// nothing when the capacity or the duration is zero.
-    pub(super) fn remember(&mut self, now: Instant, result: CommandResultDto) {
+    pub(super) fn remember(&mut self, now: Instant, result: Arc<CommandResultDto>) {
         if self.capacity == 0 || self.remember_for.is_zero() {
             return;
         }
@@ -58,7 +59,7 @@ impl Memory {
     }
 
     /// The stored result of `id`, while remembered.
-    pub(super) fn result(&self, id: &str) -> Option<&CommandResultDto> {
+    pub(super) fn result(&self, id: &str) -> Option<&Arc<CommandResultDto>> {
         self.results.get(id)
     }
 

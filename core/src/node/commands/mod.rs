@@ -63,6 +63,7 @@ mod memory;
 mod types;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -273,7 +274,7 @@ impl CommandTable {
             Some(CommandState::Finished) => {
                 if let Some(result) = self.memory.result(&dto.command_id) {
                     self.actions
-                        .push_back(CommandAction::Result(result.clone()));
+                        .push_back(CommandAction::Result(Arc::clone(result)));
                 }
                 self.event(CommandEvent::ResultResent {
                     command_id: dto.command_id,
@@ -289,7 +290,8 @@ impl CommandTable {
             }
         }
         if let Err(rejection) = self.admit(now, dto, scopes) {
-            self.actions.push_back(CommandAction::Result(*rejection));
+            self.actions
+                .push_back(CommandAction::Result(Arc::new(*rejection)));
         }
     }
 

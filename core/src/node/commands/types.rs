@@ -169,8 +169,9 @@ pub enum CommandAction {
         command_id: String,
         reason: CancelReason,
     },
-    /// A terminal result to send, whole (the Node chunks it).
-    Result(CommandResultDto),
+    /// A terminal result to send, whole (the Node chunks it). Shared with the table's memory of
+    /// finished commands, which resends it on redelivery.
+    Result(Arc<CommandResultDto>),
     /// A progress report to send.
     Progress(CommandProgressDto),
     /// Something for the host's log; nothing to send.

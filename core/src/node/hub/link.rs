@@ -388,7 +388,7 @@ impl HubLink {
         let sent = std::mem::take(&mut self.in_flight);
         for part in sent.into_values().rev() {
             let key = part.dto.command_id.clone();
-            self.bulk.push_front(&key, part);
+            self.bulk.push_front(key, part);
         }
         self.decoder = RecordDecoder::new(self.config.max_record_len);
         self.hello_id = None;

@@ -67,7 +67,7 @@ impl HubLink {
             .map_err(|e| HubUsageError::Unencodable(e.0))?;
         let key = part.command_id.clone();
         self.bulk.push_back(
-            &key,
+            key,
             Part {
                 dto: part,
                 argument,

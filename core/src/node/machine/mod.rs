@@ -47,12 +47,12 @@ pub enum UsageError {
     Config(String),
 }
 
-/// The link the node currently keeps, if any.
+/// The link the node currently keeps, if any (boxed: the three differ much in size).
 enum Link {
     None,
-    Hub(HubLink),
-    Llm(LlmLink),
-    Polling(PollingClient),
+    Hub(Box<HubLink>),
+    Llm(Box<LlmLink>),
+    Polling(Box<PollingClient>),
 }
 
 /// Who asked for an HTTP request in flight.
@@ -379,7 +379,7 @@ impl Node {
                 let mut llm = LlmLink::new(LlmConfig::new(server_url, params))
                     .expect("the LLM configuration was validated in Node::new");
                 llm.connect(now).expect("a new link is idle");
-                self.link = Link::Llm(llm);
+                self.link = Link::Llm(Box::new(llm));
                 self.set_state(NodeState::Connecting);
             }
             Dialect::Hub {
@@ -395,7 +395,7 @@ impl Node {
                 if polling {
                     let polling = PollingClient::new(now, token, self.config.poll_interval)
                         .expect("a non-zero poll interval (validated in Node::new)");
-                    self.link = Link::Polling(polling);
+                    self.link = Link::Polling(Box::new(polling));
                     self.set_state(NodeState::Polling);
                     self.on_link_ready(now);
                     if transport == Transport::Auto {
@@ -413,7 +413,7 @@ impl Node {
                     let mut hub =
                         HubLink::new(config).expect("the gateway URL was validated in Node::new");
                     hub.connect(now).expect("a new link is idle");
-                    self.link = Link::Hub(hub);
+                    self.link = Link::Hub(Box::new(hub));
                     self.set_state(NodeState::Connecting);
                 }
             }

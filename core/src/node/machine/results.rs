@@ -1,6 +1,7 @@
 //! The node's side of results: heartbeats and scopes, chunking results, and the results kept
 //! while no link is up.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::chunk;
@@ -67,7 +68,7 @@ impl Node {
     }
 
     /// A terminal result from the table: chunked, then sent or kept for the next link.
-    pub(super) fn send_result(&mut self, now: Instant, mut result: CommandResultDto) {
+    pub(super) fn send_result(&mut self, now: Instant, result: Arc<CommandResultDto>) {
         if matches!(self.config.dialect, Dialect::Llm { .. }) {
             // The LLM dialect has no error frame: every end is the finished frame, and a task
             // whose connection is gone is not answered at all.
@@ -76,9 +77,6 @@ impl Node {
             }
             return;
         }
-        if result.protocol_version.is_none() {
-            result.protocol_version = Some(self.protocol_version.clone());
-        }
         let parts = match chunk::split(&result, self.config.field_cap) {
             Ok(parts) => parts,
             Err(error) => vec![internal_error(
@@ -86,7 +84,11 @@ impl Node {
                 format!("cannot split result: {error}"),
             )],
         };
-        for part in parts {
+        for mut part in parts {
+            // A command that named no version is answered in the link's.
+            if part.protocol_version.is_none() {
+                part.protocol_version = Some(self.protocol_version.clone());
+            }
             self.send_part(now, part);
         }
     }
