@@ -581,3 +581,66 @@ fn parts_of_two_large_results_are_interleaved_fairly() {
         "once the window opens, the two results take turns"
     );
 }
+
+#[test]
+fn an_unauthorized_upgrade_waits_at_least_the_refusal_floor() {
+    let mut sim = Sim::new(config(HubProtocol::Json), 6);
+    sim.refuse_upgrade = Some(401);
+    sim.run_for(Duration::from_secs(200));
+    let delays: Vec<Duration> = sim
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            NodeEvent::Disconnected { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        })
+        .collect();
+    assert!(!delays.is_empty());
+    assert!(
+        delays.iter().all(|d| *d >= Duration::from_secs(30)),
+        "{delays:?}"
+    );
+    assert!(
+        delays.len() <= 6,
+        "no fast loop: {} attempts in 200 s",
+        delays.len()
+    );
+}
+
+#[test]
+fn results_kept_while_disconnected_beyond_the_bound_become_internal_errors() {
+    let mut config = config(HubProtocol::Json);
+    config.max_pending_result_bytes = 4096;
+    let mut sim = Sim::new(config, 11);
+    sim.run_for(Duration::from_secs(1));
+    sim.behaviours.insert(
+        "slow".to_string(),
+        Behaviour::Finish(
+            Duration::from_secs(2),
+            Ok(serde_json::json!({ "data": "d".repeat(3000) })),
+        ),
+    );
+    sim.gateway_call(execute("c1", "slow"));
+    sim.gateway_call(execute("c2", "slow"));
+    sim.run_for(Duration::from_millis(100));
+    // Both finish while the node is cut off: 6 KB of results for a 4 KB bound.
+    sim.partition();
+    sim.run_for(Duration::from_secs(31)); // the node gives the silent link up at 30 s
+    sim.heal();
+    sim.run_for(Duration::from_secs(60));
+    assert!(sim.has_event(
+        |e| matches!(e, NodeEvent::ResultDiscarded { command_id } if command_id == "c1")
+    ));
+    let c1 = sim.results_for("c1");
+    let error = c1[0].error.as_ref().expect("a stand-in error");
+    assert_eq!(error.code, ErrorCode::InternalError);
+    assert!(
+        error.message.starts_with("result discarded"),
+        "{}",
+        error.message
+    );
+    assert!(
+        sim.results_for("c2")[0].ok,
+        "the newer result is kept whole"
+    );
+}

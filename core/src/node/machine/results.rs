@@ -115,15 +115,28 @@ impl Node {
         let pending = PendingPart::new(part, false);
         self.pending_bytes += pending.size;
         self.pending_results.push_back(pending);
+        self.enforce_pending_bound();
+    }
+
+    /// Parts a link gave back (sent but not acknowledged) go first on the next link, and count
+    /// against the same bound.
+    pub(super) fn requeue_front(&mut self, parts: Vec<CommandResultDto>) {
+        for part in parts.into_iter().rev() {
+            let pending = PendingPart::new(part, false);
+            self.pending_bytes += pending.size;
+            self.pending_results.push_front(pending);
+        }
+        self.enforce_pending_bound();
+    }
+
+    fn enforce_pending_bound(&mut self) {
         while self.pending_bytes > self.config.max_pending_result_bytes {
             let Some(at) = self.pending_results.iter().position(|p| !p.stand_in) else {
                 break;
             };
             let victim = self.pending_results[at].part.clone();
-            let before = self.pending_results.len();
             self.pending_results
                 .retain(|p| p.stand_in || p.part.command_id != victim.command_id);
-            let removed = before - self.pending_results.len();
             self.pending_bytes = self.pending_results.iter().map(|p| p.size).sum();
             let stand_in = PendingPart::new(
                 internal_error(
@@ -140,15 +153,6 @@ impl Node {
             self.event(NodeEvent::ResultDiscarded {
                 command_id: victim.command_id,
             });
-            debug_assert!(removed > 0);
-        }
-    }
-
-    pub(super) fn requeue_front(&mut self, parts: Vec<CommandResultDto>) {
-        for part in parts.into_iter().rev() {
-            let pending = PendingPart::new(part, false);
-            self.pending_bytes += pending.size;
-            self.pending_results.push_front(pending);
         }
     }
 }
