@@ -10,6 +10,7 @@
 //!   protocols, negotiate, the node contract DTOs, the REST bodies, the LLM node dialect).
 //! - [`chunk`]: splitting a command result under the 1 MiB per-field cap and reassembling it.
 //! - [`node`]: the node machine and its sub-machines.
+//! - [`gateway`]: the gateway machine and its sub-machines.
 //! - [`rng`], [`backoff`], [`time`], [`scope`]: the machines' foundations: the seeded ChaCha
 //!   stream (ids, jitter, pairing codes, secrets), reconnect backoff, timer tables and deadline
 //!   queues driven by `now: Instant`, and scope sets with wildcard patterns.
@@ -23,6 +24,7 @@
 
 pub mod backoff;
 pub mod chunk;
+pub mod gateway;
 pub mod node;
 pub mod rng;
 pub mod scope;
