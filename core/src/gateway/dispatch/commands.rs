@@ -1,0 +1,482 @@
+//! The application's calls (dispatch, approve, reject, cancel, status) and how commands end.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{
+    CancelOutcome, Command, CommandOutcome, CommandStatus, DispatchError, DispatchOutput,
+    DispatchRecord, DispatchRequest, Dispatcher, Key, Stage, Timer, Transport,
+};
+use crate::gateway::dispatch::records::CommandRecord;
+use crate::rng::Rng;
+use crate::time::saturating_add;
+use crate::wire::contract::GatewayCall;
+use crate::wire::dto::ExecuteCommandDto;
+use crate::wire::dto::{CancelCommandDto, CommandError, CommandResultDto, ErrorCode};
+
+impl Dispatcher {
+    /// Creates a command for `request.node` and returns its id (a UUID v4 from `rng`).
+    ///
+    /// Refused at once, creating nothing: an unregistered node ([`DispatchError::UnknownNode`]),
+    /// a zero timeout or one above `max_timeout` ([`DispatchError::InvalidTimeout`]), a
+    /// `required_scope` the node's effective scopes do not allow
+    /// ([`DispatchError::NotAuthorized`]), a node with `max_queued_per_node` commands waiting
+    /// ([`DispatchError::QueueFull`]). Otherwise the command awaits approval (critical) or is
+    /// queued and goes out as soon as its node can take it; its deadline is `now` plus the
+    /// timeout.
+    pub fn dispatch(
+        &mut self,
+        now: Instant,
+        rng: &mut Rng,
+        request: DispatchRequest,
+    ) -> Result<String, DispatchError> {
+        self.started = true;
+        let Some(entry) = self.nodes.get(&request.node) else {
+            return Err(DispatchError::UnknownNode { node: request.node });
+        };
+        let timeout = request.timeout.unwrap_or(self.config.default_timeout);
+        if timeout.is_zero() || timeout > self.config.max_timeout {
+            return Err(DispatchError::InvalidTimeout {
+                timeout,
+                max: self.config.max_timeout,
+            });
+        }
+        if let Some(scope) = &request.required_scope {
+            if !entry.scopes.allows(scope) {
+                return Err(DispatchError::NotAuthorized {
+                    node: request.node,
+                    scope: scope.clone(),
+                });
+            }
+        }
+        if entry.waiting() >= self.config.max_queued_per_node {
+            return Err(DispatchError::QueueFull {
+                node: request.node,
+                limit: self.config.max_queued_per_node,
+            });
+        }
+        let id = loop {
+            let id = rng.uuid_v4();
+            if !self.by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let deadline = saturating_add(now, timeout);
+        self.persist(DispatchRecord::Created(CommandRecord {
+            command_id: id.clone(),
+            node: request.node.clone(),
+            command: request.command.clone(),
+            params: request.params.clone(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            created_at_ms: self.unix_ms(now),
+            originated_by: request.originated_by.clone(),
+            critical: request.critical,
+            required_scope: request.required_scope.clone(),
+        }));
+        let node = request.node.clone();
+        self.by_id.insert(id.clone(), key);
+        self.commands.insert(
+            key,
+            Command {
+                id: id.clone(),
+                node: request.node,
+                command: request.command,
+                params: request.params,
+                originated_by: request.originated_by,
+                timeout,
+                created: now,
+                deadline,
+                required_scope: request.required_scope,
+                critical: request.critical,
+                stage: Stage::AwaitingApproval,
+                cancel: None,
+                reassembler: None,
+                part_digests: Default::default(),
+            },
+        );
+        self.timers.insert(Timer::Deadline(key), deadline);
+        if request.critical {
+            if let Some(entry) = self.nodes.get_mut(&node) {
+                entry.awaiting.insert(key);
+            }
+        } else {
+            self.enqueue_back(key);
+            self.pump(now, &node);
+        }
+        if !matches!(self.commands[&key].stage, Stage::InFlight { .. }) {
+            self.status_changed(key);
+        }
+        Ok(id)
+    }
+
+    /// An operator approves a critical command: it is queued (its deadline still runs from its
+    /// dispatch).
+    pub fn approve(&mut self, now: Instant, command_id: &str) -> Result<(), DispatchError> {
+        self.started = true;
+        let key = self.awaiting_key(command_id)?;
+        let node = self.commands[&key].node.clone();
+        if let Some(entry) = self.nodes.get_mut(&node) {
+            entry.awaiting.remove(&key);
+        }
+        self.persist(DispatchRecord::Approved {
+            command_id: command_id.to_owned(),
+        });
+        self.enqueue_back(key);
+        self.pump(now, &node);
+        if matches!(self.commands[&key].stage, Stage::Queued(_)) {
+            self.status_changed(key);
+        }
+        Ok(())
+    }
+
+    /// An operator rejects a critical command: it ends `approval_rejected` (the message repeats
+    /// `reason`, when given).
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        command_id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), DispatchError> {
+        self.started = true;
+        let key = self.awaiting_key(command_id)?;
+        let message = match reason {
+            Some(reason) => format!("rejected by an operator: {reason}"),
+            None => "rejected by an operator".to_owned(),
+        };
+        self.finish_synthesized(now, key, ErrorCode::ApprovalRejected, message);
+        Ok(())
+    }
+
+    /// Cancels a command. One that is not running on a live hub connection (awaiting approval,
+    /// queued, leased to a polling node, or sent on a connection that has ended) ends `cancelled`
+    /// at once. One sent on the node's live hub connection gets a `CancelCommand` and ends when
+    /// the node answers (`cancelled`, or its real result if it finished first), or `cancelled`
+    /// after `cancel_wait` (never later than its deadline plus `result_grace`). Cancelling a
+    /// command whose cancellation is pending again does nothing.
+    pub fn cancel(
+        &mut self,
+        now: Instant,
+        command_id: &str,
+        reason: Option<&str>,
+    ) -> Result<CancelOutcome, DispatchError> {
+        self.started = true;
+        let key = self.live_key(command_id)?;
+        let command = &self.commands[&key];
+        if command.cancel.is_some() {
+            return Ok(CancelOutcome::Requested);
+        }
+        let conn = match (&command.stage, self.nodes.get(&command.node)) {
+            (Stage::InFlight { .. }, Some(entry)) => match &entry.attached {
+                Some(Transport::Hub { conn, .. }) => Some(*conn),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(conn) = conn else {
+            let message = match reason {
+                Some(reason) => format!("cancelled: {reason}"),
+                None => "cancelled".to_owned(),
+            };
+            self.finish_synthesized(now, key, ErrorCode::Cancelled, message);
+            return Ok(CancelOutcome::Cancelled);
+        };
+        let node = command.node.clone();
+        let until = command_grace_deadline(command, self.config.result_grace)
+            .min(saturating_add(now, self.config.cancel_wait));
+        self.commands
+            .get_mut(&key)
+            .expect("live_key names a command")
+            .cancel = Some(now);
+        self.timers.insert(Timer::Deadline(key), until);
+        self.persist(DispatchRecord::CancelRequested {
+            command_id: command_id.to_owned(),
+        });
+        self.emit(DispatchOutput::Send {
+            node,
+            conn,
+            call: GatewayCall::CancelCommand(CancelCommandDto {
+                command_id: command_id.to_owned(),
+                reason: reason.map(str::to_owned),
+            }),
+        });
+        self.status_changed(key);
+        Ok(CancelOutcome::Requested)
+    }
+
+    /// Where the command stands; `None` for an unknown (or forgotten) command.
+    pub fn status(&self, command_id: &str) -> Option<CommandStatus> {
+        let key = self.by_id.get(command_id)?;
+        Some(self.status_of(*key))
+    }
+
+    fn status_of(&self, key: Key) -> CommandStatus {
+        let command = &self.commands[&key];
+        match &command.stage {
+            Stage::AwaitingApproval => CommandStatus::AwaitingApproval,
+            Stage::Queued(pos) => {
+                let position = self.nodes.get(&command.node).map_or(0, |entry| {
+                    match entry.queue.last_key_value() {
+                        Some((last, _)) if last == pos => entry.queue.len() - 1,
+                        _ => entry.queue.range(..*pos).count(),
+                    }
+                });
+                CommandStatus::Queued { position }
+            }
+            Stage::InFlight { at, progress, .. } => match (command.cancel, progress) {
+                (Some(since), _) => CommandStatus::Cancelling { since },
+                (None, Some(progress)) => CommandStatus::Running {
+                    progress: progress.clone(),
+                },
+                (None, None) => CommandStatus::Dispatched { at: *at },
+            },
+            Stage::Finished(outcome) => CommandStatus::Finished(outcome.clone()),
+        }
+    }
+
+    pub(super) fn status_changed(&mut self, key: Key) {
+        if !self.config.emit_status {
+            return;
+        }
+        let status = self.status_of(key);
+        let command_id = self.commands[&key].id.clone();
+        self.emit(DispatchOutput::Status { command_id, status });
+    }
+
+    fn awaiting_key(&self, command_id: &str) -> Result<Key, DispatchError> {
+        let key = self.live_key(command_id)?;
+        if !matches!(self.commands[&key].stage, Stage::AwaitingApproval) {
+            return Err(DispatchError::NotAwaitingApproval {
+                command_id: command_id.to_owned(),
+            });
+        }
+        Ok(key)
+    }
+
+    fn live_key(&self, command_id: &str) -> Result<Key, DispatchError> {
+        let Some(&key) = self.by_id.get(command_id) else {
+            return Err(DispatchError::UnknownCommand {
+                command_id: command_id.to_owned(),
+            });
+        };
+        if matches!(self.commands[&key].stage, Stage::Finished(_)) {
+            return Err(DispatchError::AlreadyFinished {
+                command_id: command_id.to_owned(),
+            });
+        }
+        Ok(key)
+    }
+
+    /// The deadline timer fired: the command ends `timeout`, or `cancelled` when its
+    /// cancellation was pending.
+    pub(super) fn deadline_passed(&mut self, now: Instant, key: Key) {
+        let Some(command) = self.commands.get(&key) else {
+            return;
+        };
+        let ms = command.timeout.as_millis();
+        let (code, message) = match (&command.stage, command.cancel) {
+            (Stage::Finished(_), _) => return,
+            (_, Some(_)) => (
+                ErrorCode::Cancelled,
+                "cancelled; the node did not confirm in time".to_owned(),
+            ),
+            (Stage::AwaitingApproval, None) => (
+                ErrorCode::Timeout,
+                format!("not approved within the timeout of {ms} ms"),
+            ),
+            (Stage::Queued(_), None) => (
+                ErrorCode::Timeout,
+                format!("not dispatched within the timeout of {ms} ms"),
+            ),
+            (Stage::InFlight { .. }, None) => (
+                ErrorCode::Timeout,
+                format!("no result within the timeout of {ms} ms"),
+            ),
+        };
+        self.finish_synthesized(now, key, code, message);
+    }
+
+    /// Ends the command with a result the gateway writes.
+    pub(super) fn finish_synthesized(
+        &mut self,
+        now: Instant,
+        key: Key,
+        code: ErrorCode,
+        message: String,
+    ) {
+        let Some(command) = self.commands.get(&key) else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(command.created);
+        let result = CommandResultDto {
+            command_id: command.id.clone(),
+            ok: false,
+            result: None,
+            error: Some(CommandError {
+                code,
+                message,
+                details: None,
+                retry_after_ms: None,
+            }),
+            duration_ms: Some(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+            part_index: None,
+            is_last: None,
+            protocol_version: None,
+        };
+        self.finish(now, key, result, true);
+    }
+
+    /// Ends the command with `result`: exactly once. A command that was with its node frees a
+    /// slot, and the node's queue moves.
+    pub(super) fn finish(
+        &mut self,
+        now: Instant,
+        key: Key,
+        result: CommandResultDto,
+        synthesized: bool,
+    ) {
+        let Some(command) = self.commands.get(&key) else {
+            return;
+        };
+        let was_in_flight = match command.stage {
+            Stage::Finished(_) => return,
+            Stage::InFlight { .. } => true,
+            _ => false,
+        };
+        self.detach_command(key);
+        self.timers.remove(&Timer::Deadline(key));
+        let command = self.commands.get_mut(&key).expect("checked above");
+        command.params = None;
+        command.reassembler = None;
+        command.cancel = None;
+        if synthesized {
+            command.part_digests.clear();
+        }
+        let outcome = CommandOutcome {
+            result: Arc::new(result),
+            finished_at: now,
+            synthesized,
+        };
+        command.stage = Stage::Finished(outcome.clone());
+        let command_id = command.id.clone();
+        let node = command.node.clone();
+        let part_digests = command.part_digests.values().copied().collect();
+        let finished_at_ms = self.unix_ms(now);
+        self.persist(DispatchRecord::Finished {
+            command_id: command_id.clone(),
+            result: Arc::clone(&outcome.result),
+            finished_at_ms,
+            synthesized,
+            part_digests,
+        });
+        self.emit(DispatchOutput::Finished {
+            command_id,
+            node: node.clone(),
+            outcome,
+        });
+        self.remember(key, now);
+        if was_in_flight {
+            self.pump(now, &node);
+        }
+    }
+
+    /// Keeps a finished outcome for `finished_memory` (from `finished_at`), and at most
+    /// `finished_max` of them.
+    pub(super) fn remember(&mut self, key: Key, finished_at: Instant) {
+        self.forgets.insert(
+            key,
+            saturating_add(finished_at, self.config.finished_memory),
+        );
+        while self.forgets.len() > self.config.finished_max {
+            let Some((_, &oldest)) = self.forgets.peek() else {
+                break;
+            };
+            self.forgets.remove(&oldest);
+            self.forget(oldest);
+        }
+    }
+
+    pub(super) fn forget(&mut self, key: Key) {
+        if let Some(command) = self.commands.remove(&key) {
+            self.by_id.remove(&command.id);
+            self.persist(DispatchRecord::Forgotten {
+                command_id: command.id,
+            });
+        }
+    }
+
+    /// Removes the command from its node's tables (its stage is left as it was).
+    pub(super) fn detach_command(&mut self, key: Key) {
+        let Some(command) = self.commands.get(&key) else {
+            return;
+        };
+        let Some(entry) = self.nodes.get_mut(&command.node) else {
+            return;
+        };
+        match &command.stage {
+            Stage::AwaitingApproval => {
+                entry.awaiting.remove(&key);
+            }
+            Stage::Queued(pos) => {
+                entry.queue.remove(pos);
+            }
+            Stage::InFlight { seq, .. } => {
+                entry.in_flight.remove(seq);
+            }
+            Stage::Finished(_) => {}
+        }
+    }
+
+    /// Queues a detached command at the back of its node's queue.
+    pub(super) fn enqueue_back(&mut self, key: Key) {
+        self.enqueue(key, false);
+    }
+
+    /// Queues a detached command at the head of its node's queue (busy, lease ended).
+    pub(super) fn enqueue_front(&mut self, key: Key) {
+        self.enqueue(key, true);
+    }
+
+    fn enqueue(&mut self, key: Key, front: bool) {
+        let Some(command) = self.commands.get_mut(&key) else {
+            return;
+        };
+        let Some(entry) = self.nodes.get_mut(&command.node) else {
+            return;
+        };
+        let pos = if front {
+            entry.queue.first_key_value().map_or(0, |(pos, _)| pos - 1)
+        } else {
+            entry.queue.last_key_value().map_or(0, |(pos, _)| pos + 1)
+        };
+        entry.queue.insert(pos, key);
+        command.stage = Stage::Queued(pos);
+        self.timers.insert(Timer::Deadline(key), command.deadline);
+    }
+
+    /// The `ExecuteCommand` of a command, with the time left to its deadline as `timeoutMs`
+    /// (rounded up to whole milliseconds).
+    pub(super) fn execute_dto(
+        command: &Command,
+        now: Instant,
+        protocol_version: Option<String>,
+    ) -> ExecuteCommandDto {
+        let left = command.deadline.saturating_duration_since(now);
+        let ms = left.as_nanos().div_ceil(1_000_000);
+        ExecuteCommandDto {
+            command_id: command.id.clone(),
+            command: command.command.clone(),
+            params: command.params.clone(),
+            timeout_ms: Some(u64::try_from(ms).unwrap_or(u64::MAX)),
+            originated_by: command.originated_by.clone(),
+            protocol_version,
+        }
+    }
+}
+
+/// When a command with its node ends `timeout` unless the node answers: its deadline plus the
+/// grace.
+pub(super) fn command_grace_deadline(command: &Command, grace: Duration) -> Instant {
+    saturating_add(command.deadline, grace)
+}
