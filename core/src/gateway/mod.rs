@@ -10,13 +10,16 @@
 //!   client timeout, stateful reconnect).
 //! - [`dispatch`]: the registry (online/offline) and the commands (dispatch, pending queue,
 //!   correlation, reassembly, busy retry, cancel, status, approval).
-//! - [`polling`]: the REST side of nodes (polling leases, results and heartbeats over HTTP).
 
 pub mod auth;
 pub mod dispatch;
 pub mod hub;
+mod machine;
 pub mod pairing;
-pub mod polling;
 mod types;
 
+pub use machine::{
+    Gateway, GatewayConfig, GatewayError, GatewayEvent, GatewayInput, GatewayOutput, HttpRequest,
+    NodeView, StoreRecord, HUB_PATH,
+};
 pub use types::{ConnId, HttpReply, Source};

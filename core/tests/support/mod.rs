@@ -57,3 +57,4 @@ impl SimClock {
     }
 }
 pub mod sim;
+pub mod world;

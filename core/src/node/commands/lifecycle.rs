@@ -59,7 +59,16 @@ impl CommandTable {
 
     pub(super) fn emit_result(&mut self, now: Instant, result: CommandResultDto) {
         let result = Arc::new(result);
-        self.memory.remember(now, Arc::clone(&result));
+        // `busy` from an executor means "not done, ask again later", like a refusal at
+        // admission: it is not remembered, so the gateway's retry with the same commandId runs
+        // the command instead of getting `busy` back forever.
+        let busy = result
+            .error
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::Busy);
+        if !busy {
+            self.memory.remember(now, Arc::clone(&result));
+        }
         self.actions.push_back(CommandAction::Result(result));
     }
 

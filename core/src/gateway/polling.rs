@@ -1,1 +1,0 @@
-//! TODO(issue 5): being written.
