@@ -12,8 +12,7 @@ fn every_snapshot_body_appears_verbatim_in_the_spec() {
         fs::read_to_string(root.join("../docs/protocol.md")).expect("docs/protocol.md exists");
     let mut checked = 0;
     let mut missing = Vec::new();
-    for entry in fs::read_dir(root.join("tests/snapshots")).expect("snapshot directory exists") {
-        let path = entry.expect("readable directory entry").path();
+    for path in snapshot_files(&root.join("tests")) {
         if path.extension().is_none_or(|ext| ext != "snap") {
             continue;
         }
@@ -44,6 +43,27 @@ fn every_snapshot_body_appears_verbatim_in_the_spec() {
         missing.len(),
         missing.join("\n  ")
     );
+}
+
+/// Every `.snap` file under `tests/snapshots/` and under the `snapshots/` folder of a test's
+/// submodule directory (`tests/<test>/snapshots/`, where insta puts the snapshots of a test split
+/// into files).
+fn snapshot_files(tests: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs = vec![tests.join("snapshots")];
+    for entry in fs::read_dir(tests).expect("the tests directory exists") {
+        let path = entry.expect("readable directory entry").path();
+        if path.is_dir() && path.join("snapshots").is_dir() && !path.ends_with("snapshots") {
+            dirs.push(path.join("snapshots"));
+        }
+    }
+    let mut files = Vec::new();
+    for dir in dirs {
+        for entry in fs::read_dir(&dir).expect("a snapshot directory") {
+            files.push(entry.expect("readable directory entry").path());
+        }
+    }
+    files.sort();
+    files
 }
 
 /// An insta `.snap` file is a `---`-delimited YAML header followed by the body.
