@@ -96,7 +96,7 @@ fn gateway_marks_offline_at_exactly_90s() {
     let last = world
         .gateway
         .node(world.now, "n1")
-        .and_then(|v| v.last_heartbeat_unix_ms)
+        .and_then(|v| v.last_contact_unix_ms)
         .expect("a heartbeat");
     world.nodes[0].cut = true;
     world.run_for(Duration::from_secs(120));

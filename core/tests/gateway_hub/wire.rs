@@ -2,7 +2,6 @@
 //! answers to invocations it cannot serve, protocol-error Close messages, a resumed socket's
 //! first frame. Pinned here and shown verbatim in docs/protocol.md (core/tests/spec_sync.rs checks).
 
-
 use super::*;
 use nodelink_core::gateway::hub::HubServerConfig;
 

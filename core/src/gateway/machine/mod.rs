@@ -207,8 +207,11 @@ pub struct NodeView {
     pub scopes: Vec<String>,
     pub name: Option<String>,
     pub platform: Option<String>,
+    /// The last heartbeat's content (its stats), as received.
     pub last_heartbeat: Option<HeartbeatDto>,
-    pub last_heartbeat_unix_ms: Option<u64>,
+    /// The last contact that keeps the node online (a heartbeat, or its hub connection
+    /// becoming ready), in Unix milliseconds.
+    pub last_contact_unix_ms: Option<u64>,
     pub in_flight: Vec<String>,
 }
 
@@ -347,7 +350,11 @@ impl Gateway {
             name: record.name.clone(),
             platform: record.platform.clone(),
             last_heartbeat: heartbeat.map(|(_, dto)| dto.clone()),
-            last_heartbeat_unix_ms: heartbeat.map(|(at, _)| self.clock.unix_ms(*at)),
+            last_contact_unix_ms: self
+                .dispatcher
+                .last_heartbeat(&record.node_id)
+                .map(|at| self.clock.unix_ms(at))
+                .or_else(|| self.dispatcher.last_seen_unix_ms(&record.node_id)),
             in_flight: self.dispatcher.in_flight(&record.node_id),
         }
     }
