@@ -1,6 +1,7 @@
 //! Routing HTTP requests: negotiate and the WebSocket upgrade of the hub, and the REST API of
 //! nodes (pairing, polling, results, heartbeats). docs/protocol.md sections 2 and 7.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::gateway::dispatch::{ResultAck, Transport};
@@ -53,7 +54,7 @@ impl Gateway {
                     Ok(node) => match serde_json::from_slice::<HeartbeatDto>(&request.body) {
                         Ok(heartbeat) => {
                             self.dispatcher.heartbeat(now, &node, &heartbeat);
-                            self.heartbeats.insert(node, (now, heartbeat));
+                            self.keep_heartbeat(now, &Arc::from(node), heartbeat);
                             no_content()
                         }
                         Err(e) => bad_request(&format!("invalid heartbeat: {e}")),

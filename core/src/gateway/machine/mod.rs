@@ -246,7 +246,7 @@ pub struct Gateway {
     /// Connections whose node has not been attached to the dispatcher yet (waiting for `Hello`).
     unattached: BTreeSet<ConnId>,
     /// The last heartbeat of each node, for operators.
-    heartbeats: BTreeMap<String, (Instant, HeartbeatDto)>,
+    heartbeats: BTreeMap<Arc<str>, (Instant, HeartbeatDto)>,
     outputs: VecDeque<GatewayOutput>,
 }
 
@@ -340,7 +340,7 @@ impl Gateway {
     }
 
     fn node_view(&self, now: Instant, record: &NodeRecord) -> NodeView {
-        let heartbeat = self.heartbeats.get(&record.node_id);
+        let heartbeat = self.heartbeats.get(record.node_id.as_str());
         NodeView {
             node_id: record.node_id.clone(),
             revoked: matches!(record.state, NodeState::Revoked { .. }),
@@ -544,6 +544,16 @@ impl Gateway {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Keeps a node's last heartbeat for operators, overwriting the previous one in place.
+    fn keep_heartbeat(&mut self, now: Instant, node: &Arc<str>, heartbeat: HeartbeatDto) {
+        match self.heartbeats.get_mut(node) {
+            Some(slot) => *slot = (now, heartbeat),
+            None => {
+                self.heartbeats.insert(Arc::clone(node), (now, heartbeat));
+            }
+        }
     }
 
     fn event(&mut self, event: GatewayEvent) {

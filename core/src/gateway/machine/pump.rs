@@ -214,7 +214,7 @@ impl Gateway {
         match call {
             NodeCall::Heartbeat(heartbeat) => {
                 self.dispatcher.heartbeat(now, &node, &heartbeat);
-                self.heartbeats.insert(node.to_string(), (now, heartbeat));
+                self.keep_heartbeat(now, &node, heartbeat);
             }
             NodeCall::CommandResult(result) => {
                 let outcome = match self.dispatcher.result(now, &node, result) {

@@ -120,9 +120,7 @@ impl RecordDecoder {
         let pending = &self.buffer[self.consumed..];
         match self.protocol {
             None | Some(HubProtocol::Json) => {
-                let found = pending[self.searched..]
-                    .iter()
-                    .position(|&b| b == RECORD_SEPARATOR)
+                let found = memchr::memchr(RECORD_SEPARATOR, &pending[self.searched..])
                     .map(|i| self.searched + i);
                 let Some(len) = found else {
                     self.searched = pending.len();
