@@ -202,11 +202,15 @@ impl Gateway {
                 ),
                 _ => None,
             };
+            let shared = matches!(outcome, CompletionOutcome::Result(_));
             if let Some(id) = invocation_id {
                 let _ = self.hub.complete(now, conn, id, outcome);
             }
-            let slots = hello.capabilities.as_ref().map(|c| c.slots);
-            self.attach(now, conn, &node, version, slots);
+            // Without a shared version the node ends the link itself: no command goes out.
+            if shared {
+                let slots = hello.capabilities.as_ref().map(|c| c.slots);
+                self.attach(now, conn, &node, version, slots);
+            }
             return;
         }
         // A node that does not say Hello (a plain Sophon node) is attached at its first call.
