@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     CancelOutcome, Command, CommandOutcome, CommandStatus, DispatchError, DispatchOutput,
-    DispatchRecord, DispatchRequest, Dispatcher, Key, Stage, Timer, Transport,
+    DispatchRecord, DispatchRequest, Dispatcher, Ix, Stage, Transport,
 };
 use crate::gateway::dispatch::records::CommandRecord;
 use crate::rng::Rng;
@@ -31,9 +31,10 @@ impl Dispatcher {
         request: DispatchRequest,
     ) -> Result<String, DispatchError> {
         self.started = true;
-        let Some(entry) = self.nodes.get(&request.node) else {
+        let Some(nix) = self.node_ix(&request.node) else {
             return Err(DispatchError::UnknownNode { node: request.node });
         };
+        let entry = &self.nodes[nix];
         let timeout = request.timeout.unwrap_or(self.config.default_timeout);
         if timeout.is_zero() || timeout > self.config.max_timeout {
             return Err(DispatchError::InvalidTimeout {
@@ -55,58 +56,68 @@ impl Dispatcher {
                 limit: self.config.max_queued_per_node,
             });
         }
+        let node = Arc::clone(&entry.name);
+        let ix = self.commands.vacant();
         let id = loop {
             let id = rng.uuid_v4();
-            if !self.by_id.contains_key(&id) {
+            if self.ids.insert_new(&id, ix) {
                 break id;
             }
         };
         let key = self.next_key;
         self.next_key += 1;
         let deadline = saturating_add(now, timeout);
+        let DispatchRequest {
+            node: node_name,
+            command,
+            params,
+            originated_by,
+            critical,
+            required_scope,
+            ..
+        } = request;
         self.persist(DispatchRecord::Created(CommandRecord {
             command_id: id.clone(),
-            node: request.node.clone(),
-            command: request.command.clone(),
-            params: request.params.clone(),
+            node: node_name,
+            command: command.clone(),
+            params: params.clone(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             created_at_ms: self.unix_ms(now),
-            originated_by: request.originated_by.clone(),
-            critical: request.critical,
-            required_scope: request.required_scope.clone(),
+            originated_by: originated_by.clone(),
+            critical,
+            required_scope: required_scope.clone(),
         }));
-        let node = request.node.clone();
-        self.by_id.insert(id.clone(), key);
-        self.commands.insert(
+        let inserted = self.commands.insert(Command {
             key,
-            Command {
-                id: id.clone(),
-                node: request.node,
-                command: request.command,
-                params: request.params,
-                originated_by: request.originated_by,
-                timeout,
-                created: now,
-                deadline,
-                required_scope: request.required_scope,
-                critical: request.critical,
-                stage: Stage::AwaitingApproval,
-                cancel: None,
-                reassembler: None,
-                part_digests: Default::default(),
-            },
-        );
-        self.timers.insert(Timer::Deadline(key), deadline);
-        if request.critical {
-            if let Some(entry) = self.nodes.get_mut(&node) {
-                entry.awaiting.insert(key);
-            }
-        } else {
-            self.enqueue_back(key);
-            self.pump(now, &node);
+            id: id.clone(),
+            node,
+            node_ix: Some(nix),
+            command,
+            params,
+            originated_by,
+            timeout,
+            created: now,
+            deadline,
+            required_scope,
+            critical,
+            stage: Stage::AwaitingApproval,
+            cancel: None,
+            reassembler: None,
+            part_digests: Default::default(),
+            timer: None,
+            forget_at: None,
+        });
+        debug_assert_eq!(inserted, ix);
+        if critical {
+            self.arm(ix, deadline);
+            self.nodes[nix].awaiting.insert(key, ix);
+        } else if !self.send_at_once(now, nix, ix) {
+            self.arm(ix, deadline);
+            self.enqueue_back(ix);
+            self.pump(now, nix);
         }
-        if !matches!(self.commands[&key].stage, Stage::InFlight { .. }) {
-            self.status_changed(key);
+        if !matches!(self.commands[ix].stage, Stage::InFlight { .. }) {
+            self.status_changed(ix);
         }
         Ok(id)
     }
@@ -115,18 +126,21 @@ impl Dispatcher {
     /// dispatch).
     pub fn approve(&mut self, now: Instant, command_id: &str) -> Result<(), DispatchError> {
         self.started = true;
-        let key = self.awaiting_key(command_id)?;
-        let node = self.commands[&key].node.clone();
-        if let Some(entry) = self.nodes.get_mut(&node) {
+        let ix = self.awaiting_ix(command_id)?;
+        let command = &self.commands[ix];
+        let (key, nix) = (command.key, command.node_ix);
+        if let Some(entry) = nix.and_then(|nix| self.nodes.get_mut(nix)) {
             entry.awaiting.remove(&key);
         }
         self.persist(DispatchRecord::Approved {
             command_id: command_id.to_owned(),
         });
-        self.enqueue_back(key);
-        self.pump(now, &node);
-        if matches!(self.commands[&key].stage, Stage::Queued(_)) {
-            self.status_changed(key);
+        self.enqueue_back(ix);
+        if let Some(nix) = nix {
+            self.pump(now, nix);
+        }
+        if matches!(self.commands[ix].stage, Stage::Queued(_)) {
+            self.status_changed(ix);
         }
         Ok(())
     }
@@ -140,12 +154,12 @@ impl Dispatcher {
         reason: Option<&str>,
     ) -> Result<(), DispatchError> {
         self.started = true;
-        let key = self.awaiting_key(command_id)?;
+        let ix = self.awaiting_ix(command_id)?;
         let message = match reason {
             Some(reason) => format!("rejected by an operator: {reason}"),
             None => "rejected by an operator".to_owned(),
         };
-        self.finish_synthesized(now, key, ErrorCode::ApprovalRejected, message);
+        self.finish_synthesized(now, ix, ErrorCode::ApprovalRejected, message);
         Ok(())
     }
 
@@ -162,12 +176,13 @@ impl Dispatcher {
         reason: Option<&str>,
     ) -> Result<CancelOutcome, DispatchError> {
         self.started = true;
-        let key = self.live_key(command_id)?;
-        let command = &self.commands[&key];
+        let ix = self.live_ix(command_id)?;
+        let command = &self.commands[ix];
         if command.cancel.is_some() {
             return Ok(CancelOutcome::Requested);
         }
-        let conn = match (&command.stage, self.nodes.get(&command.node)) {
+        let entry = command.node_ix.and_then(|nix| self.nodes.get(nix));
+        let conn = match (&command.stage, entry) {
             (Stage::InFlight { .. }, Some(entry)) => match &entry.attached {
                 Some(Transport::Hub { conn, .. }) => Some(*conn),
                 _ => None,
@@ -179,17 +194,14 @@ impl Dispatcher {
                 Some(reason) => format!("cancelled: {reason}"),
                 None => "cancelled".to_owned(),
             };
-            self.finish_synthesized(now, key, ErrorCode::Cancelled, message);
+            self.finish_synthesized(now, ix, ErrorCode::Cancelled, message);
             return Ok(CancelOutcome::Cancelled);
         };
-        let node = command.node.clone();
+        let node = String::from(&*command.node);
         let until = command_grace_deadline(command, self.config.result_grace)
             .min(saturating_add(now, self.config.cancel_wait));
-        self.commands
-            .get_mut(&key)
-            .expect("live_key names a command")
-            .cancel = Some(now);
-        self.timers.insert(Timer::Deadline(key), until);
+        self.commands[ix].cancel = Some(now);
+        self.arm(ix, until);
         self.persist(DispatchRecord::CancelRequested {
             command_id: command_id.to_owned(),
         });
@@ -201,26 +213,25 @@ impl Dispatcher {
                 reason: reason.map(str::to_owned),
             }),
         });
-        self.status_changed(key);
+        self.status_changed(ix);
         Ok(CancelOutcome::Requested)
     }
 
     /// Where the command stands; `None` for an unknown (or forgotten) command.
     pub fn status(&self, command_id: &str) -> Option<CommandStatus> {
-        let key = self.by_id.get(command_id)?;
-        Some(self.status_of(*key))
+        let ix = self.ids.get(command_id)?;
+        Some(self.status_of(ix))
     }
 
-    fn status_of(&self, key: Key) -> CommandStatus {
-        let command = &self.commands[&key];
+    fn status_of(&self, ix: Ix) -> CommandStatus {
+        let command = &self.commands[ix];
         match &command.stage {
             Stage::AwaitingApproval => CommandStatus::AwaitingApproval,
             Stage::Queued(pos) => {
-                let position = self.nodes.get(&command.node).map_or(0, |entry| {
-                    match entry.queue.last_key_value() {
-                        Some((last, _)) if last == pos => entry.queue.len() - 1,
-                        _ => entry.queue.range(..*pos).count(),
-                    }
+                let entry = command.node_ix.and_then(|nix| self.nodes.get(nix));
+                let position = entry.map_or(0, |entry| match entry.queue.last_key_value() {
+                    Some((last, _)) if last == pos => entry.queue.len() - 1,
+                    _ => entry.queue.range(..*pos).count(),
                 });
                 CommandStatus::Queued { position }
             }
@@ -235,43 +246,43 @@ impl Dispatcher {
         }
     }
 
-    pub(super) fn status_changed(&mut self, key: Key) {
+    pub(super) fn status_changed(&mut self, ix: Ix) {
         if !self.config.emit_status {
             return;
         }
-        let status = self.status_of(key);
-        let command_id = self.commands[&key].id.clone();
+        let status = self.status_of(ix);
+        let command_id = self.commands[ix].id.clone();
         self.emit(DispatchOutput::Status { command_id, status });
     }
 
-    fn awaiting_key(&self, command_id: &str) -> Result<Key, DispatchError> {
-        let key = self.live_key(command_id)?;
-        if !matches!(self.commands[&key].stage, Stage::AwaitingApproval) {
+    fn awaiting_ix(&self, command_id: &str) -> Result<Ix, DispatchError> {
+        let ix = self.live_ix(command_id)?;
+        if !matches!(self.commands[ix].stage, Stage::AwaitingApproval) {
             return Err(DispatchError::NotAwaitingApproval {
                 command_id: command_id.to_owned(),
             });
         }
-        Ok(key)
+        Ok(ix)
     }
 
-    fn live_key(&self, command_id: &str) -> Result<Key, DispatchError> {
-        let Some(&key) = self.by_id.get(command_id) else {
+    fn live_ix(&self, command_id: &str) -> Result<Ix, DispatchError> {
+        let Some(ix) = self.ids.get(command_id) else {
             return Err(DispatchError::UnknownCommand {
                 command_id: command_id.to_owned(),
             });
         };
-        if matches!(self.commands[&key].stage, Stage::Finished(_)) {
+        if matches!(self.commands[ix].stage, Stage::Finished(_)) {
             return Err(DispatchError::AlreadyFinished {
                 command_id: command_id.to_owned(),
             });
         }
-        Ok(key)
+        Ok(ix)
     }
 
     /// The deadline timer fired: the command ends `timeout`, or `cancelled` when its
     /// cancellation was pending.
-    pub(super) fn deadline_passed(&mut self, now: Instant, key: Key) {
-        let Some(command) = self.commands.get(&key) else {
+    pub(super) fn deadline_passed(&mut self, now: Instant, ix: Ix) {
+        let Some(command) = self.commands.get(ix) else {
             return;
         };
         let ms = command.timeout.as_millis();
@@ -294,18 +305,18 @@ impl Dispatcher {
                 format!("no result within the timeout of {ms} ms"),
             ),
         };
-        self.finish_synthesized(now, key, code, message);
+        self.finish_synthesized(now, ix, code, message);
     }
 
     /// Ends the command with a result the gateway writes.
     pub(super) fn finish_synthesized(
         &mut self,
         now: Instant,
-        key: Key,
+        ix: Ix,
         code: ErrorCode,
         message: String,
     ) {
-        let Some(command) = self.commands.get(&key) else {
+        let Some(command) = self.commands.get(ix) else {
             return;
         };
         let elapsed = now.saturating_duration_since(command.created);
@@ -324,7 +335,7 @@ impl Dispatcher {
             is_last: None,
             protocol_version: None,
         };
-        self.finish(now, key, result, true);
+        self.finish(now, ix, result, true);
     }
 
     /// Ends the command with `result`: exactly once. A command that was with its node frees a
@@ -332,11 +343,11 @@ impl Dispatcher {
     pub(super) fn finish(
         &mut self,
         now: Instant,
-        key: Key,
+        ix: Ix,
         result: CommandResultDto,
         synthesized: bool,
     ) {
-        let Some(command) = self.commands.get(&key) else {
+        let Some(command) = self.commands.get(ix) else {
             return;
         };
         let was_in_flight = match command.stage {
@@ -344,9 +355,11 @@ impl Dispatcher {
             Stage::InFlight { .. } => true,
             _ => false,
         };
-        self.detach_command(key);
-        self.timers.remove(&Timer::Deadline(key));
-        let command = self.commands.get_mut(&key).expect("checked above");
+        self.detach_command(ix);
+        self.disarm(ix);
+        let finished_at_ms = self.unix_ms(now);
+        let command = &mut self.commands[ix];
+        let nix = command.node_ix.take();
         command.params = None;
         command.reassembler = None;
         command.cancel = None;
@@ -359,47 +372,47 @@ impl Dispatcher {
             synthesized,
         };
         command.stage = Stage::Finished(outcome.clone());
-        let command_id = command.id.clone();
-        let node = command.node.clone();
-        let part_digests = command.part_digests.values().copied().collect();
-        let finished_at_ms = self.unix_ms(now);
-        self.persist(DispatchRecord::Finished {
-            command_id: command_id.clone(),
+        let record = DispatchRecord::Finished {
+            command_id: command.id.clone(),
             result: Arc::clone(&outcome.result),
             finished_at_ms,
             synthesized,
-            part_digests,
-        });
-        self.emit(DispatchOutput::Finished {
-            command_id,
-            node: node.clone(),
+            part_digests: command.part_digests.values().copied().collect(),
+        };
+        let output = DispatchOutput::Finished {
+            command_id: command.id.clone(),
+            node: String::from(&*command.node),
             outcome,
-        });
-        self.remember(key, now);
-        if was_in_flight {
-            self.pump(now, &node);
+        };
+        self.persist(record);
+        self.emit(output);
+        self.remember(ix, now);
+        if let (true, Some(nix)) = (was_in_flight, nix) {
+            self.pump(now, nix);
         }
     }
 
     /// Keeps a finished outcome for `finished_memory` (from `finished_at`), and at most
     /// `finished_max` of them.
-    pub(super) fn remember(&mut self, key: Key, finished_at: Instant) {
-        self.forgets.insert(
-            key,
-            saturating_add(finished_at, self.config.finished_memory),
-        );
+    pub(super) fn remember(&mut self, ix: Ix, finished_at: Instant) {
+        let at = saturating_add(finished_at, self.config.finished_memory);
+        let command = &mut self.commands[ix];
+        let key = command.key;
+        if let Some(previous) = command.forget_at.replace(at) {
+            self.forgets.remove((previous, key, ix));
+        }
+        self.forgets.insert((at, key, ix));
         while self.forgets.len() > self.config.finished_max {
-            let Some((_, &oldest)) = self.forgets.peek() else {
+            let Some((_, _, oldest)) = self.forgets.pop_first() else {
                 break;
             };
-            self.forgets.remove(&oldest);
+            self.commands[oldest].forget_at = None;
             self.forget(oldest);
         }
     }
 
-    pub(super) fn forget(&mut self, key: Key) {
-        if let Some(command) = self.commands.remove(&key) {
-            self.by_id.remove(&command.id);
+    pub(super) fn forget(&mut self, ix: Ix) {
+        if let Some(command) = self.remove_command(ix) {
             self.persist(DispatchRecord::Forgotten {
                 command_id: command.id,
             });
@@ -407,16 +420,16 @@ impl Dispatcher {
     }
 
     /// Removes the command from its node's tables (its stage is left as it was).
-    pub(super) fn detach_command(&mut self, key: Key) {
-        let Some(command) = self.commands.get(&key) else {
+    pub(super) fn detach_command(&mut self, ix: Ix) {
+        let Some(command) = self.commands.get(ix) else {
             return;
         };
-        let Some(entry) = self.nodes.get_mut(&command.node) else {
+        let Some(entry) = command.node_ix.and_then(|nix| self.nodes.get_mut(nix)) else {
             return;
         };
         match &command.stage {
             Stage::AwaitingApproval => {
-                entry.awaiting.remove(&key);
+                entry.awaiting.remove(&command.key);
             }
             Stage::Queued(pos) => {
                 entry.queue.remove(pos);
@@ -429,20 +442,20 @@ impl Dispatcher {
     }
 
     /// Queues a detached command at the back of its node's queue.
-    pub(super) fn enqueue_back(&mut self, key: Key) {
-        self.enqueue(key, false);
+    pub(super) fn enqueue_back(&mut self, ix: Ix) {
+        self.enqueue(ix, false);
     }
 
     /// Queues a detached command at the head of its node's queue (busy, lease ended).
-    pub(super) fn enqueue_front(&mut self, key: Key) {
-        self.enqueue(key, true);
+    pub(super) fn enqueue_front(&mut self, ix: Ix) {
+        self.enqueue(ix, true);
     }
 
-    fn enqueue(&mut self, key: Key, front: bool) {
-        let Some(command) = self.commands.get_mut(&key) else {
+    fn enqueue(&mut self, ix: Ix, front: bool) {
+        let Some(command) = self.commands.get_mut(ix) else {
             return;
         };
-        let Some(entry) = self.nodes.get_mut(&command.node) else {
+        let Some(entry) = command.node_ix.and_then(|nix| self.nodes.get_mut(nix)) else {
             return;
         };
         let pos = if front {
@@ -450,9 +463,10 @@ impl Dispatcher {
         } else {
             entry.queue.last_key_value().map_or(0, |(pos, _)| pos + 1)
         };
-        entry.queue.insert(pos, key);
+        entry.queue.insert(pos, ix);
         command.stage = Stage::Queued(pos);
-        self.timers.insert(Timer::Deadline(key), command.deadline);
+        let deadline = command.deadline;
+        self.arm(ix, deadline);
     }
 
     /// The `ExecuteCommand` of a command, with the time left to its deadline as `timeoutMs`

@@ -34,23 +34,32 @@
 //! **Persistence.** Every durable change is a [`DispatchOutput::Persist`] record; a restarted
 //! gateway rebuilds from them with [`Dispatcher::restore`] (see [`records`]).
 //!
-//! **Cost.** Nodes and commands live in `BTreeMap`s, every timer in one [`DeadlineQueue`]: each
-//! input costs O(log n) in the number of nodes and commands (a revocation and a narrowing of
-//! scopes walk that node's own commands). A heartbeat touches no timer: the offline timer is
-//! moved lazily when it fires early.
+//! **Cost.** Nodes and commands live in slots (a command refers to its node by slot, not by
+//! name); a node is found by name and a command by id in hash maps with a fixed hasher (never
+//! iterated: nothing they hold reaches an output in their order). Deadlines are kept in one
+//! ordered set keyed by instant and creation number, node timers in a [`DeadlineQueue`], and
+//! finished commands in forgetting order. Each input costs O(log n) in the number of live
+//! commands and timers (a revocation and a narrowing of scopes walk that node's own commands).
+//! A heartbeat touches no timer: the offline timer is moved lazily when it fires early. A
+//! command that its node can take at once goes out without passing through the queue, with its
+//! deadline timer set once.
 
 mod commands;
 pub mod records;
 mod registry;
 mod results;
+mod tables;
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub use self::records::{CommandRecord, DispatchRecord, NodeRecord};
+use self::tables::{Ids, Ix, Memory, NodeIx, Slab};
 pub use self::types::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
     DispatchOutput, DispatchRequest, PeerInput, Refusal, ResultAck, Transport,
@@ -60,14 +69,15 @@ use crate::scope::ScopeSet;
 use crate::time::{saturating_add, DeadlineQueue};
 use crate::wire::dto::{CommandProgressDto, OriginatedBy};
 
-/// A command's internal number: its creation order, and its key in every internal table.
+/// A command's creation number: the order of commands wherever order matters (deadlines that
+/// fall at the same instant, approvals, a restore).
 type Key = u64;
 
-/// A timer. At equal instants deadlines fire first, so that a command whose deadline coincides
-/// with its node's resumption ends instead of going out with no time left.
+/// A node's timer. At equal instants command deadlines fire first (they are kept apart, see
+/// [`Dispatcher::handle_timeout`]), so that a command whose deadline coincides with its node's
+/// resumption ends instead of going out with no time left.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Deadline(Key),
     Offline(String),
     Resume(String),
     Lease(String),
@@ -76,8 +86,12 @@ enum Timer {
 /// A command that is known: live, or finished and remembered.
 #[derive(Debug)]
 struct Command {
+    key: Key,
     id: String,
-    node: String,
+    node: Arc<str>,
+    /// The node's slot while the command is live (set at dispatch, or at the end of a restore);
+    /// `None` once it has finished.
+    node_ix: Option<NodeIx>,
     command: String,
     params: Option<Value>,
     originated_by: Option<OriginatedBy>,
@@ -92,6 +106,10 @@ struct Command {
     reassembler: Option<Box<Reassembler>>,
     /// Digests of the chunked parts recorded, by `partIndex` (docs: repeats after the end).
     part_digests: BTreeMap<u32, u64>,
+    /// The instant its deadline timer is armed at, if it is.
+    timer: Option<Instant>,
+    /// The instant it is forgotten, once finished.
+    forget_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -111,6 +129,7 @@ enum Stage {
 /// A registered node.
 #[derive(Debug)]
 struct NodeEntry {
+    name: Arc<str>,
     attached: Option<Transport>,
     /// The last heartbeat (or hub connection becoming ready).
     last_contact: Option<Instant>,
@@ -120,9 +139,10 @@ struct NodeEntry {
     /// Advertised slots; 0: unknown.
     slots: u32,
     scopes: ScopeSet,
-    queue: BTreeMap<i64, Key>,
-    in_flight: BTreeMap<u64, Key>,
-    awaiting: BTreeSet<Key>,
+    queue: BTreeMap<i64, Ix>,
+    in_flight: BTreeMap<u64, Ix>,
+    /// Commands awaiting approval, in creation order.
+    awaiting: BTreeMap<Key, Ix>,
     paused_until: Option<Instant>,
     /// A polling node's lease ends then unless it polls again.
     lease_until: Option<Instant>,
@@ -134,8 +154,9 @@ struct NodeEntry {
 }
 
 impl NodeEntry {
-    fn new() -> Self {
+    fn new(name: Arc<str>) -> Self {
         Self {
+            name,
             attached: None,
             last_contact: None,
             online: false,
@@ -144,7 +165,7 @@ impl NodeEntry {
             scopes: ScopeSet::new(),
             queue: BTreeMap::new(),
             in_flight: BTreeMap::new(),
-            awaiting: BTreeSet::new(),
+            awaiting: BTreeMap::new(),
             paused_until: None,
             lease_until: None,
             lease_timer: None,
@@ -165,14 +186,19 @@ pub struct Dispatcher {
     /// `epoch` is `epoch_unix` on the wall clock: records carry unix milliseconds.
     epoch: Instant,
     epoch_unix: Duration,
-    nodes: BTreeMap<String, NodeEntry>,
-    commands: BTreeMap<Key, Command>,
-    by_id: BTreeMap<String, Key>,
+    nodes: Slab<NodeIx, NodeEntry>,
+    /// Never iterated: a fixed hasher, and no order to leak.
+    node_names: HashMap<Arc<str>, NodeIx, BuildHasherDefault<DefaultHasher>>,
+    commands: Slab<Ix, Command>,
+    ids: Ids,
     next_key: Key,
     next_seq: u64,
+    /// The nodes' timers.
     timers: DeadlineQueue<Timer>,
+    /// The commands' deadline timers (see [`Command::timer`]), in firing order.
+    deadlines: BTreeSet<(Instant, Key, Ix)>,
     /// Finished commands, by the instant they are forgotten.
-    forgets: DeadlineQueue<Key>,
+    forgets: Memory,
     outputs: VecDeque<DispatchOutput>,
     started: bool,
 }
@@ -186,13 +212,15 @@ impl Dispatcher {
             config,
             epoch: now,
             epoch_unix: unix_ts,
-            nodes: BTreeMap::new(),
-            commands: BTreeMap::new(),
-            by_id: BTreeMap::new(),
+            nodes: Slab::new(),
+            node_names: HashMap::default(),
+            commands: Slab::new(),
+            ids: Ids::new(),
             next_key: 0,
             next_seq: 0,
             timers: DeadlineQueue::new(),
-            forgets: DeadlineQueue::new(),
+            deadlines: BTreeSet::new(),
+            forgets: Memory::new(),
             outputs: VecDeque::new(),
             started: false,
         }
@@ -206,8 +234,7 @@ impl Dispatcher {
     /// Whether `node` is online at `now`: registered, and a heartbeat (or a hub connection)
     /// less than `offline_after` ago.
     pub fn is_online(&self, now: Instant, node: &str) -> bool {
-        self.nodes
-            .get(node)
+        self.node(node)
             .and_then(|n| n.last_contact)
             .is_some_and(|at| now < saturating_add(at, self.config.offline_after))
     }
@@ -215,28 +242,28 @@ impl Dispatcher {
     /// The node's last heartbeat (a hub connection becoming ready counts as one) since this
     /// dispatcher started; `None` for an unknown node or one not heard from since.
     pub fn last_heartbeat(&self, node: &str) -> Option<Instant> {
-        self.nodes.get(node).and_then(|n| n.last_contact)
+        self.node(node).and_then(|n| n.last_contact)
     }
 
     /// The node's last-seen wall-clock time in unix milliseconds, as last persisted (restored
     /// nodes keep theirs until they are seen again).
     pub fn last_seen_unix_ms(&self, node: &str) -> Option<u64> {
-        self.nodes.get(node).and_then(|n| n.last_seen_ms)
+        self.node(node).and_then(|n| n.last_seen_ms)
     }
 
     /// Whether `node` is registered.
     pub fn is_registered(&self, node: &str) -> bool {
-        self.nodes.contains_key(node)
+        self.node_names.contains_key(node)
     }
 
     /// How the node takes commands right now, if it is attached.
     pub fn transport(&self, node: &str) -> Option<&Transport> {
-        self.nodes.get(node).and_then(|n| n.attached.as_ref())
+        self.node(node).and_then(|n| n.attached.as_ref())
     }
 
     /// The node's effective scopes (empty until [`set_scopes`](Self::set_scopes)).
     pub fn scopes(&self, node: &str) -> Option<&ScopeSet> {
-        self.nodes.get(node).map(|n| &n.scopes)
+        self.node(node).map(|n| &n.scopes)
     }
 
     /// How many commands are known (live, and finished ones still remembered).
@@ -246,38 +273,67 @@ impl Dispatcher {
 
     /// The ids of the node's live commands with the node (sent or leased), in dispatch order.
     pub fn in_flight(&self, node: &str) -> Vec<String> {
-        self.nodes.get(node).map_or_else(Vec::new, |n| {
+        self.node(node).map_or_else(Vec::new, |n| {
             n.in_flight
                 .values()
-                .filter_map(|k| self.commands.get(k).map(|c| c.id.clone()))
+                .filter_map(|ix| self.commands.get(*ix).map(|c| c.id.clone()))
                 .collect()
         })
     }
 
     /// Acts on every timer due at `now`: offline nodes, deadlines, the end of `busy` pauses and
     /// of leases, forgotten outcomes. Early or spurious calls do nothing.
+    ///
+    /// Command deadlines and node timers are two queues fired as one: by instant, and at equal
+    /// instants deadlines first (in creation order).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.started = true;
-        while let Some(timer) = self.timers.pop_expired(now) {
-            match timer {
-                Timer::Deadline(key) => self.deadline_passed(now, key),
-                Timer::Offline(node) => self.offline_timer(now, node),
-                Timer::Resume(node) => self.resume_timer(now, &node),
-                Timer::Lease(node) => self.lease_timer(now, node),
+        loop {
+            let deadline = self
+                .deadlines
+                .first()
+                .copied()
+                .filter(|(at, ..)| *at <= now);
+            let node_timer = self.timers.next_deadline().filter(|at| *at <= now);
+            match (deadline, node_timer) {
+                (Some(first), other) if other.is_none_or(|at| first.0 <= at) => {
+                    let (_, _, ix) = first;
+                    self.deadlines.remove(&first);
+                    self.commands[ix].timer = None;
+                    self.deadline_passed(now, ix);
+                }
+                (_, Some(_)) => {
+                    let Some(timer) = self.timers.pop_expired(now) else {
+                        break;
+                    };
+                    match timer {
+                        Timer::Offline(node) => self.offline_timer(now, node),
+                        Timer::Resume(node) => self.resume_timer(now, &node),
+                        Timer::Lease(node) => self.lease_timer(now, node),
+                    }
+                }
+                _ => break,
             }
         }
-        while let Some(key) = self.forgets.pop_expired(now) {
-            self.forget(key);
+        while let Some(first) = self.forgets.first().filter(|(at, ..)| *at <= now) {
+            self.forgets.pop_first();
+            let (_, _, ix) = first;
+            self.commands[ix].forget_at = None;
+            self.forget(ix);
         }
     }
 
     /// The earliest instant [`handle_timeout`](Self::handle_timeout) has something to do.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.timers.next_deadline(), self.forgets.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.timers.next_deadline(),
+            self.deadlines.first().map(|(at, ..)| *at),
+            self.forgets.first().map(|(at, ..)| at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next output, in the order they were produced.
@@ -319,6 +375,50 @@ impl Dispatcher {
                 .checked_sub(self.epoch_unix - unix)
                 .unwrap_or(floor)
         }
+    }
+
+    /// The registered node of this name.
+    fn node_ix(&self, node: &str) -> Option<NodeIx> {
+        self.node_names.get(node).copied()
+    }
+
+    fn node(&self, node: &str) -> Option<&NodeEntry> {
+        self.node_ix(node).map(|ix| &self.nodes[ix])
+    }
+
+    /// Arms (or moves) the command's deadline timer.
+    fn arm(&mut self, ix: Ix, at: Instant) {
+        let command = &mut self.commands[ix];
+        if command.timer == Some(at) {
+            return;
+        }
+        let key = command.key;
+        if let Some(previous) = command.timer.replace(at) {
+            self.deadlines.remove(&(previous, key, ix));
+        }
+        self.deadlines.insert((at, key, ix));
+    }
+
+    /// Disarms the command's deadline timer, if it is armed.
+    fn disarm(&mut self, ix: Ix) {
+        let command = &mut self.commands[ix];
+        if let Some(previous) = command.timer.take() {
+            self.deadlines.remove(&(previous, command.key, ix));
+        }
+    }
+
+    /// Removes a command from every table but its node's (callers detach it first) and frees
+    /// its slot.
+    fn remove_command(&mut self, ix: Ix) -> Option<Command> {
+        let command = self.commands.remove(ix)?;
+        if let Some(at) = command.timer {
+            self.deadlines.remove(&(at, command.key, ix));
+        }
+        if let Some(at) = command.forget_at {
+            self.forgets.remove((at, command.key, ix));
+        }
+        self.ids.remove(&command.id);
+        Some(command)
     }
 }
 

@@ -34,9 +34,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::{
-    Command, CommandOutcome, DispatchError, DispatchEvent, Dispatcher, Key, NodeEntry, Stage, Timer,
-};
+use super::{Command, CommandOutcome, DispatchError, DispatchEvent, Dispatcher, Ix, Key, Stage};
 use crate::scope::ScopeSet;
 use crate::wire::dto::ErrorCode;
 use crate::wire::dto::{CommandResultDto, OriginatedBy};
@@ -142,7 +140,7 @@ impl Dispatcher {
         now: Instant,
         records: impl IntoIterator<Item = DispatchRecord>,
     ) -> Result<(), DispatchError> {
-        if self.started || !self.commands.is_empty() || !self.nodes.is_empty() {
+        if self.started || !self.commands.is_empty() || !self.node_names.is_empty() {
             return Err(DispatchError::NotFresh);
         }
         let mut approved = BTreeSet::new();
@@ -152,30 +150,35 @@ impl Dispatcher {
             }
         }
         // Every command that has not ended takes its place, in creation order.
-        let live: Vec<(Key, bool)> = self
+        let mut live: Vec<(Key, Ix, bool)> = self
             .commands
             .iter()
             .filter(|(_, c)| !matches!(c.stage, Stage::Finished(_)))
-            .map(|(key, c)| (*key, c.cancel.is_some()))
+            .map(|(ix, c)| (c.key, ix, c.cancel.is_some()))
             .collect();
-        for (key, cancel_pending) in live {
-            let command = &self.commands[&key];
+        live.sort_unstable();
+        for (key, ix, cancel_pending) in live {
+            let command = &self.commands[ix];
             let waits = command.critical && !approved.contains(&key);
-            let node = command.node.clone();
+            let nix = self.node_ix(&command.node);
             let message = if cancel_pending {
                 "cancelled: the gateway restarted before the node answered"
-            } else if !self.nodes.contains_key(&node) {
-                "cancelled: the node is no longer registered"
-            } else if waits {
-                if let Some(entry) = self.nodes.get_mut(&node) {
-                    entry.awaiting.insert(key);
+            } else if let Some(nix) = nix {
+                // The command shares its node's name from now on.
+                let name = Arc::clone(&self.nodes[nix].name);
+                let command = &mut self.commands[ix];
+                command.node = name;
+                command.node_ix = Some(nix);
+                if waits {
+                    self.nodes[nix].awaiting.insert(key, ix);
+                } else {
+                    self.enqueue_back(ix);
                 }
                 continue;
             } else {
-                self.enqueue_back(key);
-                continue;
+                "cancelled: the node is no longer registered"
             };
-            self.finish_synthesized(now, key, ErrorCode::Cancelled, message.to_owned());
+            self.finish_synthesized(now, ix, ErrorCode::Cancelled, message.to_owned());
         }
         Ok(())
     }
@@ -192,24 +195,23 @@ impl Dispatcher {
         match record {
             DispatchRecord::Created(rec) => self.restore_created(now, rec),
             DispatchRecord::Approved { command_id } => {
-                let key = self.restored_key(&command_id)?;
-                approved.insert(key);
+                let ix = self.restored_ix(&command_id)?;
+                approved.insert(self.commands[ix].key);
                 Ok(())
             }
             DispatchRecord::CancelRequested { command_id } => {
-                let key = self.restored_key(&command_id)?;
-                let command = self.commands.get_mut(&key).expect("by_id names commands");
-                command.cancel = Some(now);
+                let ix = self.restored_ix(&command_id)?;
+                self.commands[ix].cancel = Some(now);
                 Ok(())
             }
             DispatchRecord::Part { command_id, part } => {
-                let key = self.restored_key(&command_id)?;
-                if matches!(self.commands[&key].stage, Stage::Finished(_)) {
+                let ix = self.restored_ix(&command_id)?;
+                if matches!(self.commands[ix].stage, Stage::Finished(_)) {
                     return Err(format!("Part: {command_id} has finished"));
                 }
-                let node = self.commands[&key].node.clone();
+                let node = String::from(&*self.commands[ix].node);
                 // The same path as a live part; its acknowledgment went out before the restart.
-                let _ = self.accept_result(now, &node, key, part, false);
+                let _ = self.accept_result(now, &node, ix, part, false);
                 Ok(())
             }
             DispatchRecord::Finished {
@@ -219,10 +221,10 @@ impl Dispatcher {
                 synthesized,
                 part_digests,
             } => {
-                let key = self.restored_key(&command_id)?;
+                let ix = self.restored_ix(&command_id)?;
                 let finished_at = self.instant_of(finished_at_ms, now);
-                self.timers.remove(&Timer::Deadline(key));
-                let command = self.commands.get_mut(&key).expect("by_id names commands");
+                self.disarm(ix);
+                let command = &mut self.commands[ix];
                 command.params = None;
                 command.reassembler = None;
                 command.cancel = None;
@@ -232,40 +234,40 @@ impl Dispatcher {
                     finished_at,
                     synthesized,
                 });
-                self.remember(key, finished_at);
+                self.remember(ix, finished_at);
                 Ok(())
             }
             DispatchRecord::Forgotten { command_id } => {
-                let key = self.restored_key(&command_id)?;
-                self.timers.remove(&Timer::Deadline(key));
-                self.forgets.remove(&key);
-                self.commands.remove(&key);
-                self.by_id.remove(&command_id);
+                let ix = self.restored_ix(&command_id)?;
+                self.remove_command(ix);
                 Ok(())
             }
             DispatchRecord::Node(rec) => {
                 let (scopes, _) = ScopeSet::parse_lenient(&rec.scopes);
-                let entry = self.nodes.entry(rec.node).or_insert_with(NodeEntry::new);
+                let nix = match self.node_ix(&rec.node) {
+                    Some(nix) => nix,
+                    None => self.add_node(&rec.node),
+                };
+                let entry = &mut self.nodes[nix];
                 entry.scopes = scopes;
                 entry.last_seen_ms = rec.last_seen_ms;
                 Ok(())
             }
             DispatchRecord::NodeRemoved { node } => {
-                self.nodes.remove(&node);
+                self.remove_node(&node);
                 Ok(())
             }
         }
     }
 
-    fn restored_key(&self, command_id: &str) -> Result<Key, String> {
-        self.by_id
+    fn restored_ix(&self, command_id: &str) -> Result<Ix, String> {
+        self.ids
             .get(command_id)
-            .copied()
             .ok_or_else(|| format!("a record for unknown command {command_id}"))
     }
 
     fn restore_created(&mut self, now: Instant, rec: CommandRecord) -> Result<(), String> {
-        if self.by_id.contains_key(&rec.command_id) {
+        if self.ids.contains(&rec.command_id) {
             return Err(format!("Created: {} exists already", rec.command_id));
         }
         let created = self.instant_of(rec.created_at_ms, now);
@@ -274,27 +276,30 @@ impl Dispatcher {
         let deadline = self.instant_of(rec.created_at_ms.saturating_add(rec.timeout_ms), now);
         let key = self.next_key;
         self.next_key += 1;
-        self.by_id.insert(rec.command_id.clone(), key);
-        self.commands.insert(
+        let ix = self.commands.insert(Command {
             key,
-            Command {
-                id: rec.command_id,
-                node: rec.node,
-                command: rec.command,
-                params: rec.params,
-                originated_by: rec.originated_by,
-                timeout: Duration::from_millis(rec.timeout_ms),
-                created,
-                deadline,
-                required_scope: rec.required_scope,
-                critical: rec.critical,
-                stage: Stage::AwaitingApproval,
-                cancel: None,
-                reassembler: None,
-                part_digests: Default::default(),
-            },
-        );
-        self.timers.insert(Timer::Deadline(key), deadline);
+            id: rec.command_id,
+            node: Arc::from(rec.node),
+            // Set once every record is in (a node's records may come later).
+            node_ix: None,
+            command: rec.command,
+            params: rec.params,
+            originated_by: rec.originated_by,
+            timeout: Duration::from_millis(rec.timeout_ms),
+            created,
+            deadline,
+            required_scope: rec.required_scope,
+            critical: rec.critical,
+            stage: Stage::AwaitingApproval,
+            cancel: None,
+            reassembler: None,
+            part_digests: Default::default(),
+            timer: None,
+            forget_at: None,
+        });
+        let added = self.ids.insert_new(&self.commands[ix].id, ix);
+        debug_assert!(added, "checked above");
+        self.arm(ix, deadline);
         Ok(())
     }
 }

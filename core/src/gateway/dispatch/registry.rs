@@ -1,12 +1,13 @@
 //! The registry: nodes attaching and detaching, heartbeats, online and offline, scopes,
 //! revocation, polling leases, and moving each node's queue.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::commands::command_grace_deadline;
 use super::{
-    DispatchError, DispatchOutput, DispatchRecord, Dispatcher, Key, NodeEntry, NodeRecord, Stage,
-    Timer, Transport,
+    DispatchError, DispatchOutput, DispatchRecord, Dispatcher, Ix, NodeEntry, NodeIx, NodeRecord,
+    Stage, Timer, Transport,
 };
 use crate::gateway::ConnId;
 use crate::scope::ScopeSet;
@@ -18,11 +19,31 @@ impl Dispatcher {
     /// Makes `node` known (a paired node), offline and unattached, with no scopes. Idempotent.
     /// Attaching, a heartbeat, a poll and [`set_scopes`](Self::set_scopes) register a node too.
     pub fn register(&mut self, node: &str) {
+        self.register_ix(node);
+    }
+
+    pub(super) fn register_ix(&mut self, node: &str) -> NodeIx {
         self.started = true;
-        if !self.nodes.contains_key(node) {
-            self.nodes.insert(node.to_owned(), NodeEntry::new());
-            self.persist_node(node);
+        if let Some(nix) = self.node_ix(node) {
+            return nix;
         }
+        let nix = self.add_node(node);
+        self.persist_node(nix);
+        nix
+    }
+
+    /// A new node entry, without any record.
+    pub(super) fn add_node(&mut self, node: &str) -> NodeIx {
+        let name: Arc<str> = Arc::from(node);
+        let nix = self.nodes.insert(NodeEntry::new(Arc::clone(&name)));
+        self.node_names.insert(name, nix);
+        nix
+    }
+
+    /// Removes a node entry (its commands have been dealt with).
+    pub(super) fn remove_node(&mut self, node: &str) -> Option<NodeEntry> {
+        let nix = self.node_names.remove(node)?;
+        self.nodes.remove(nix)
     }
 
     /// The node is attached: a hub connection became ready (`Transport::Hub`, which counts as
@@ -39,8 +60,8 @@ impl Dispatcher {
         transport: Transport,
         slots: Option<u32>,
     ) {
-        self.register(node);
-        let entry = self.nodes.get_mut(node).expect("registered above");
+        let nix = self.register_ix(node);
+        let entry = &mut self.nodes[nix];
         if let Some(slots) = slots {
             entry.slots = slots;
         }
@@ -56,12 +77,12 @@ impl Dispatcher {
         match hub {
             Some((conn, version)) => {
                 entry.lease_until = None;
-                self.touch(now, node);
-                self.resend_in_flight(now, node, conn, version);
+                self.touch(now, nix);
+                self.resend_in_flight(now, nix, conn, version);
             }
-            None => self.renew_lease(now, node),
+            None => self.renew_lease(now, nix),
         }
-        self.pump(now, node);
+        self.pump(now, nix);
     }
 
     /// The hub connection `conn` of `node` ended. Nothing else changes: the node stays online
@@ -69,7 +90,8 @@ impl Dispatcher {
     /// again. A `conn` that is not the node's current connection is ignored.
     pub fn node_disconnected(&mut self, now: Instant, node: &str, conn: ConnId) {
         let _ = now;
-        if let Some(entry) = self.nodes.get_mut(node) {
+        if let Some(nix) = self.node_ix(node) {
+            let entry = &mut self.nodes[nix];
             if matches!(&entry.attached, Some(Transport::Hub { conn: c, .. }) if *c == conn) {
                 entry.attached = None;
             }
@@ -82,13 +104,14 @@ impl Dispatcher {
         let slots = heartbeat.capabilities.as_ref().map(|c| c.slots);
         // The hot path: an online node, nothing to persist. One lookup, no allocation.
         let every = self.config.persist_seen_every;
-        if let Some(entry) = self.nodes.get_mut(node) {
+        let default = self.config.default_slots;
+        if let Some(nix) = self.node_ix(node) {
+            let entry = &mut self.nodes[nix];
             let persist_due = entry
                 .seen_persisted_at
                 .is_none_or(|at| saturating_add(at, every) <= now);
             if entry.online && entry.offline_timer.is_some() && !persist_due {
                 entry.last_contact = Some(now);
-                let default = self.config.default_slots;
                 let more_room = slots.is_some_and(|slots| {
                     effective_slots(slots, default) > effective_slots(entry.slots, default)
                 });
@@ -96,24 +119,24 @@ impl Dispatcher {
                     entry.slots = slots;
                 }
                 if more_room {
-                    self.pump(now, node);
+                    self.pump(now, nix);
                 }
                 return;
             }
         }
-        if !self.nodes.contains_key(node) {
-            self.register(node);
-        }
-        let entry = self.nodes.get_mut(node).expect("registered above");
+        let nix = match self.node_ix(node) {
+            Some(nix) => nix,
+            None => self.register_ix(node),
+        };
+        let entry = &mut self.nodes[nix];
         let mut more_room = false;
         if let Some(slots) = slots {
-            let default = self.config.default_slots;
             more_room = effective_slots(slots, default) > effective_slots(entry.slots, default);
             entry.slots = slots;
         }
-        let became_online = self.touch(now, node);
+        let became_online = self.touch(now, nix);
         if became_online || more_room {
-            self.pump(now, node);
+            self.pump(now, nix);
         }
     }
 
@@ -122,23 +145,22 @@ impl Dispatcher {
     /// does not allow end `not_authorized`; commands with the node are left to it (the node
     /// checks scopes too).
     pub fn set_scopes(&mut self, now: Instant, node: &str, scopes: ScopeSet) {
-        self.register(node);
-        let entry = self.nodes.get_mut(node).expect("registered above");
-        entry.scopes = scopes;
-        self.persist_node(node);
-        let entry = &self.nodes[node];
-        let refused: Vec<(Key, String)> = entry
+        let nix = self.register_ix(node);
+        self.nodes[nix].scopes = scopes;
+        self.persist_node(nix);
+        let entry = &self.nodes[nix];
+        let refused: Vec<(Ix, String)> = entry
             .awaiting
-            .iter()
+            .values()
             .chain(entry.queue.values())
-            .filter_map(|key| {
-                let scope = self.commands.get(key)?.required_scope.as_ref()?;
-                (!entry.scopes.allows(scope)).then(|| (*key, scope.clone()))
+            .filter_map(|ix| {
+                let scope = self.commands.get(*ix)?.required_scope.as_ref()?;
+                (!entry.scopes.allows(scope)).then(|| (*ix, scope.clone()))
             })
             .collect();
-        for (key, scope) in refused {
+        for (ix, scope) in refused {
             let message = format!("the node no longer holds scope {scope}");
-            self.finish_synthesized(now, key, ErrorCode::NotAuthorized, message);
+            self.finish_synthesized(now, ix, ErrorCode::NotAuthorized, message);
         }
     }
 
@@ -148,25 +170,26 @@ impl Dispatcher {
     /// commands it cancelled.
     pub fn revoke(&mut self, now: Instant, node: &str) -> Result<usize, DispatchError> {
         self.started = true;
-        let Some(entry) = self.nodes.get_mut(node) else {
+        let Some(nix) = self.node_ix(node) else {
             return Err(DispatchError::UnknownNode {
                 node: node.to_owned(),
             });
         };
+        let entry = &mut self.nodes[nix];
         // Detached first, so that no freed slot sends anything.
         entry.attached = None;
-        let keys: Vec<Key> = entry
+        let ixs: Vec<Ix> = entry
             .awaiting
-            .iter()
+            .values()
+            .chain(entry.queue.values())
+            .chain(entry.in_flight.values())
             .copied()
-            .chain(entry.queue.values().copied())
-            .chain(entry.in_flight.values().copied())
             .collect();
-        for key in &keys {
+        for ix in &ixs {
             let message = "cancelled: the node's access was revoked".to_owned();
-            self.finish_synthesized(now, *key, ErrorCode::Cancelled, message);
+            self.finish_synthesized(now, *ix, ErrorCode::Cancelled, message);
         }
-        let entry = self.nodes.remove(node).expect("present above");
+        let entry = self.remove_node(node).expect("present above");
         for timer in [
             Timer::Offline(node.to_owned()),
             Timer::Resume(node.to_owned()),
@@ -183,7 +206,7 @@ impl Dispatcher {
         self.persist(DispatchRecord::NodeRemoved {
             node: node.to_owned(),
         });
-        Ok(keys.len())
+        Ok(ixs.len())
     }
 
     /// A poll by a polling node: it is attached by polling (a poll is not a heartbeat) and holds
@@ -193,19 +216,18 @@ impl Dispatcher {
     /// with the time left to its deadline as `timeoutMs` (docs/protocol.md 7.4: the same command
     /// appears in every answer until its result is recorded).
     pub fn lease(&mut self, now: Instant, node: &str, max: usize) -> Vec<ExecuteCommandDto> {
-        self.register(node);
-        let entry = self.nodes.get_mut(node).expect("registered above");
+        let nix = self.register_ix(node);
+        let entry = &mut self.nodes[nix];
         if !matches!(entry.attached, Some(Transport::Poll)) {
             entry.attached = Some(Transport::Poll);
             entry.paused_until = None;
         }
-        self.renew_lease(now, node);
-        self.take_from_queue(now, node, None);
-        let entry = &self.nodes[node];
-        entry
+        self.renew_lease(now, nix);
+        self.take_from_queue(now, nix, false);
+        self.nodes[nix]
             .in_flight
             .values()
-            .filter_map(|key| self.commands.get(key))
+            .filter_map(|ix| self.commands.get(*ix))
             .filter(|command| command.cancel.is_none())
             .take(max)
             .map(|command| Self::execute_dto(command, now, None))
@@ -213,91 +235,111 @@ impl Dispatcher {
     }
 
     /// Sends queued commands to a hub node as capacity allows.
-    pub(super) fn pump(&mut self, now: Instant, node: &str) {
-        let Some(entry) = self.nodes.get(node) else {
+    pub(super) fn pump(&mut self, now: Instant, nix: NodeIx) {
+        let Some(entry) = self.nodes.get(nix) else {
             return;
         };
-        if let Some(Transport::Hub {
-            conn,
-            protocol_version,
-        }) = &entry.attached
-        {
-            let push = (*conn, protocol_version.clone());
-            self.take_from_queue(now, node, Some(push));
+        if matches!(entry.attached, Some(Transport::Hub { .. })) {
+            self.take_from_queue(now, nix, true);
         }
     }
 
+    /// Whether the node can take one more command now: online, not paused, below its slots.
+    fn has_room(&self, nix: NodeIx) -> bool {
+        let entry = &self.nodes[nix];
+        let slots = effective_slots(entry.slots, self.config.default_slots);
+        entry.online && entry.paused_until.is_none() && entry.in_flight.len() < slots as usize
+    }
+
+    /// A new command goes straight to its hub node when nothing is queued before it and the
+    /// node has room: what queueing it and pumping the queue would do, without the queue.
+    pub(super) fn send_at_once(&mut self, now: Instant, nix: NodeIx, ix: Ix) -> bool {
+        let entry = &self.nodes[nix];
+        if !entry.queue.is_empty()
+            || !matches!(entry.attached, Some(Transport::Hub { .. }))
+            || !self.has_room(nix)
+            || self.commands[ix].deadline <= now
+        {
+            return false;
+        }
+        self.go_out(now, nix, ix, true);
+        true
+    }
+
     /// Moves commands from the head of the queue to the node while it is online, not paused,
-    /// and below its slots: sent on `push`'s connection, or leased (`None`). A command whose
+    /// and below its slots: sent on its hub connection (`hub`), or leased. A command whose
     /// deadline has come ends `timeout` instead.
-    fn take_from_queue(
-        &mut self,
-        now: Instant,
-        node: &str,
-        push: Option<(ConnId, Option<String>)>,
-    ) {
+    fn take_from_queue(&mut self, now: Instant, nix: NodeIx, hub: bool) {
         loop {
-            let Some(entry) = self.nodes.get_mut(node) else {
-                return;
-            };
-            let slots = effective_slots(entry.slots, self.config.default_slots);
-            if !entry.online
-                || entry.paused_until.is_some()
-                || entry.in_flight.len() >= slots as usize
-            {
+            if self.nodes.get(nix).is_none() || !self.has_room(nix) {
                 return;
             }
-            let Some((_, key)) = entry.queue.pop_first() else {
+            let Some((_, ix)) = self.nodes[nix].queue.pop_first() else {
                 return;
             };
-            let command = self
-                .commands
-                .get_mut(&key)
-                .expect("queued keys name commands");
+            let command = &self.commands[ix];
             if command.deadline <= now {
                 // Detached already; a queued command frees no slot, so nothing recurses.
                 let ms = command.timeout.as_millis();
                 let message = format!("not dispatched within the timeout of {ms} ms");
-                self.finish_synthesized(now, key, ErrorCode::Timeout, message);
+                self.finish_synthesized(now, ix, ErrorCode::Timeout, message);
                 continue;
             }
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            entry.in_flight.insert(seq, key);
-            command.stage = Stage::InFlight {
-                seq,
-                at: now,
-                progress: None,
-            };
-            let until = command_grace_deadline(command, self.config.result_grace);
-            self.timers.insert(Timer::Deadline(key), until);
-            if let Some((conn, version)) = &push {
-                let call =
-                    GatewayCall::ExecuteCommand(Self::execute_dto(command, now, version.clone()));
-                self.emit(DispatchOutput::Send {
-                    node: node.to_owned(),
+            self.go_out(now, nix, ix, hub);
+        }
+    }
+
+    /// The command (detached) goes to its node under a new dispatch number: an
+    /// `ExecuteCommand` on the node's hub connection (`hub`), or a lease.
+    fn go_out(&mut self, now: Instant, nix: NodeIx, ix: Ix, hub: bool) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = &mut self.nodes[nix];
+        entry.in_flight.insert(seq, ix);
+        let command = &mut self.commands[ix];
+        command.stage = Stage::InFlight {
+            seq,
+            at: now,
+            progress: None,
+        };
+        let until = command_grace_deadline(command, self.config.result_grace);
+        self.arm(ix, until);
+        if hub {
+            let entry = &self.nodes[nix];
+            if let Some(Transport::Hub {
+                conn,
+                protocol_version,
+            }) = &entry.attached
+            {
+                let command = &self.commands[ix];
+                let call = GatewayCall::ExecuteCommand(Self::execute_dto(
+                    command,
+                    now,
+                    protocol_version.clone(),
+                ));
+                let send = DispatchOutput::Send {
+                    node: String::from(&*entry.name),
                     conn: *conn,
                     call,
-                });
+                };
+                self.emit(send);
             }
-            self.status_changed(key);
         }
+        self.status_changed(ix);
     }
 
     /// A new hub connection: every command with the node goes out again, in dispatch order.
     fn resend_in_flight(
         &mut self,
         now: Instant,
-        node: &str,
+        nix: NodeIx,
         conn: ConnId,
         version: Option<String>,
     ) {
-        let Some(entry) = self.nodes.get(node) else {
-            return;
-        };
-        let keys: Vec<Key> = entry.in_flight.values().copied().collect();
-        for key in keys {
-            let Some(command) = self.commands.get_mut(&key) else {
+        let entry = &self.nodes[nix];
+        let ixs: Vec<Ix> = entry.in_flight.values().copied().collect();
+        for ix in ixs {
+            let Some(command) = self.commands.get_mut(ix) else {
                 continue;
             };
             let call = if command.cancel.is_some() {
@@ -311,24 +353,22 @@ impl Dispatcher {
                 }
                 GatewayCall::ExecuteCommand(Self::execute_dto(command, now, version.clone()))
             };
-            self.emit(DispatchOutput::Send {
-                node: node.to_owned(),
-                conn,
-                call,
-            });
+            let node = String::from(&*self.nodes[nix].name);
+            self.emit(DispatchOutput::Send { node, conn, call });
         }
     }
 
     /// A heartbeat or a hub connection: returns whether the node became online.
-    fn touch(&mut self, now: Instant, node: &str) -> bool {
+    fn touch(&mut self, now: Instant, nix: NodeIx) -> bool {
         let offline_after = self.config.offline_after;
         let every = self.config.persist_seen_every;
-        let entry = self.nodes.get_mut(node).expect("callers register the node");
+        let entry = &mut self.nodes[nix];
         entry.last_contact = Some(now);
         if entry.offline_timer.is_none() {
             let at = saturating_add(now, offline_after);
             entry.offline_timer = Some(at);
-            self.timers.insert(Timer::Offline(node.to_owned()), at);
+            self.timers
+                .insert(Timer::Offline(String::from(&*entry.name)), at);
         }
         let became_online = !entry.online;
         let persist = became_online
@@ -337,24 +377,23 @@ impl Dispatcher {
                 .is_none_or(|at| saturating_add(at, every) <= now);
         if became_online {
             entry.online = true;
-            self.emit(DispatchOutput::NodeOnline {
-                node: node.to_owned(),
-            });
+            let node = String::from(&*entry.name);
+            self.emit(DispatchOutput::NodeOnline { node });
         }
         if persist {
             let ms = self.unix_ms(now);
-            let entry = self.nodes.get_mut(node).expect("present above");
+            let entry = &mut self.nodes[nix];
             entry.last_seen_ms = Some(ms);
             entry.seen_persisted_at = Some(now);
-            self.persist_node(node);
+            self.persist_node(nix);
         }
         became_online
     }
 
-    fn persist_node(&mut self, node: &str) {
-        if let Some(entry) = self.nodes.get(node) {
+    fn persist_node(&mut self, nix: NodeIx) {
+        if let Some(entry) = self.nodes.get(nix) {
             let record = NodeRecord {
-                node: node.to_owned(),
+                node: String::from(&*entry.name),
                 scopes: entry.scopes.to_vec(),
                 last_seen_ms: entry.last_seen_ms,
             };
@@ -366,19 +405,17 @@ impl Dispatcher {
     /// `offline_after`, or the timer moves to that instant.
     pub(super) fn offline_timer(&mut self, now: Instant, node: String) {
         let offline_after = self.config.offline_after;
-        let last = match self.nodes.get_mut(&node) {
-            Some(entry) => {
-                entry.offline_timer = None;
-                entry.last_contact
-            }
-            None => return,
+        let Some(nix) = self.node_ix(&node) else {
+            return;
         };
-        let Some(last) = last else {
+        let entry = &mut self.nodes[nix];
+        entry.offline_timer = None;
+        let Some(last) = entry.last_contact else {
             return;
         };
         let due = saturating_add(last, offline_after);
         let last_ms = self.unix_ms(last);
-        let entry = self.nodes.get_mut(&node).expect("present above");
+        let entry = &mut self.nodes[nix];
         if due > now {
             entry.offline_timer = Some(due);
             self.timers.insert(Timer::Offline(node), due);
@@ -388,52 +425,56 @@ impl Dispatcher {
             entry.online = false;
             entry.last_seen_ms = Some(last_ms);
             entry.seen_persisted_at = Some(now);
-            self.persist_node(&node);
+            self.persist_node(nix);
             self.emit(DispatchOutput::NodeOffline { node, at: due });
         }
     }
 
     /// The `Resume` timer: a `busy` pause ended.
     pub(super) fn resume_timer(&mut self, now: Instant, node: &str) {
-        let Some(entry) = self.nodes.get_mut(node) else {
+        let Some(nix) = self.node_ix(node) else {
             return;
         };
+        let entry = &mut self.nodes[nix];
         match entry.paused_until {
             Some(until) if until > now => {
                 self.timers.insert(Timer::Resume(node.to_owned()), until);
             }
             _ => {
                 entry.paused_until = None;
-                self.pump(now, node);
+                self.pump(now, nix);
             }
         }
     }
 
     /// Pauses the node after a `busy` answer, until `until` at the earliest.
     pub(super) fn pause(&mut self, node: &str, until: Instant) {
-        if let Some(entry) = self.nodes.get_mut(node) {
+        if let Some(nix) = self.node_ix(node) {
+            let entry = &mut self.nodes[nix];
             let until = entry.paused_until.map_or(until, |at| at.max(until));
             entry.paused_until = Some(until);
             self.timers.insert(Timer::Resume(node.to_owned()), until);
         }
     }
 
-    fn renew_lease(&mut self, now: Instant, node: &str) {
+    fn renew_lease(&mut self, now: Instant, nix: NodeIx) {
         let until = saturating_add(now, self.config.lease_for);
-        let entry = self.nodes.get_mut(node).expect("callers register the node");
+        let entry = &mut self.nodes[nix];
         entry.lease_until = Some(until);
         if entry.lease_timer.is_none() {
             entry.lease_timer = Some(until);
-            self.timers.insert(Timer::Lease(node.to_owned()), until);
+            self.timers
+                .insert(Timer::Lease(String::from(&*entry.name)), until);
         }
     }
 
     /// The `Lease` timer: a polling node that has not polled for `lease_for` loses its leases:
     /// the commands go back to the head of its queue, in dispatch order.
     pub(super) fn lease_timer(&mut self, now: Instant, node: String) {
-        let Some(entry) = self.nodes.get_mut(&node) else {
+        let Some(nix) = self.node_ix(&node) else {
             return;
         };
+        let entry = &mut self.nodes[nix];
         entry.lease_timer = None;
         if !matches!(entry.attached, Some(Transport::Poll)) {
             return;
@@ -448,20 +489,20 @@ impl Dispatcher {
         }
         entry.attached = None;
         entry.lease_until = None;
-        let keys: Vec<Key> = entry.in_flight.values().rev().copied().collect();
-        let mut returned = Vec::with_capacity(keys.len());
-        for key in keys {
-            if self.commands.get(&key).is_some_and(|c| c.cancel.is_some()) {
+        let ixs: Vec<Ix> = entry.in_flight.values().rev().copied().collect();
+        let mut returned = Vec::with_capacity(ixs.len());
+        for ix in ixs {
+            if self.commands.get(ix).is_some_and(|c| c.cancel.is_some()) {
                 let message = "cancelled; the node did not confirm in time".to_owned();
-                self.finish_synthesized(now, key, ErrorCode::Cancelled, message);
+                self.finish_synthesized(now, ix, ErrorCode::Cancelled, message);
                 continue;
             }
-            self.detach_command(key);
-            self.enqueue_front(key);
-            returned.push(key);
+            self.detach_command(ix);
+            self.enqueue_front(ix);
+            returned.push(ix);
         }
-        for key in returned.into_iter().rev() {
-            self.status_changed(key);
+        for ix in returned.into_iter().rev() {
+            self.status_changed(ix);
         }
     }
 }

@@ -3,8 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    digest, DispatchEvent, DispatchRecord, Dispatcher, Key, PeerInput, Refusal, ResultAck, Stage,
-    Timer,
+    digest, DispatchEvent, DispatchRecord, Dispatcher, Ix, PeerInput, Refusal, ResultAck, Stage,
 };
 use crate::chunk::Reassembler;
 use crate::time::saturating_add;
@@ -29,10 +28,10 @@ impl Dispatcher {
     /// Every record the call queues must be stored before the acknowledgment is sent.
     pub fn result(&mut self, now: Instant, node: &str, part: CommandResultDto) -> ResultAck {
         self.started = true;
-        let Some(key) = self.check_peer(node, &part.command_id, PeerInput::Result) else {
+        let Some(ix) = self.check_peer(node, &part.command_id, PeerInput::Result) else {
             return ResultAck::Refuse(Refusal::NotFound);
         };
-        let command = &self.commands[&key];
+        let command = &self.commands[ix];
         match &command.stage {
             Stage::Finished(outcome) => {
                 let repeat = !outcome.synthesized
@@ -70,7 +69,7 @@ impl Dispatcher {
                 ResultAck::Refuse(Refusal::NotFound)
             }
             Stage::Queued(_) | Stage::InFlight { .. } => {
-                self.accept_result(now, node, key, part, true)
+                self.accept_result(now, node, ix, part, true)
             }
         }
     }
@@ -81,17 +80,14 @@ impl Dispatcher {
     pub fn progress(&mut self, now: Instant, node: &str, progress: CommandProgressDto) {
         let _ = now;
         self.started = true;
-        let Some(key) = self.check_peer(node, &progress.command_id, PeerInput::Progress) else {
+        let Some(ix) = self.check_peer(node, &progress.command_id, PeerInput::Progress) else {
             return;
         };
-        let command = self
-            .commands
-            .get_mut(&key)
-            .expect("check_peer names a command");
+        let command = &mut self.commands[ix];
         match &mut command.stage {
             Stage::InFlight { progress: slot, .. } => {
                 *slot = Some(progress);
-                self.status_changed(key);
+                self.status_changed(ix);
             }
             Stage::Finished(_) => self.event(DispatchEvent::AfterEnd {
                 node: node.to_owned(),
@@ -107,9 +103,9 @@ impl Dispatcher {
         }
     }
 
-    /// The command's key, if it exists and belongs to `node`; otherwise an event.
-    fn check_peer(&mut self, node: &str, command_id: &str, input: PeerInput) -> Option<Key> {
-        let Some(&key) = self.by_id.get(command_id) else {
+    /// The command's slot, if it exists and belongs to `node`; otherwise an event.
+    fn check_peer(&mut self, node: &str, command_id: &str, input: PeerInput) -> Option<Ix> {
+        let Some(ix) = self.ids.get(command_id) else {
             self.event(DispatchEvent::UnknownCommand {
                 node: node.to_owned(),
                 command_id: command_id.to_owned(),
@@ -117,9 +113,9 @@ impl Dispatcher {
             });
             return None;
         };
-        let owner = &self.commands[&key].node;
-        if owner != node {
-            let owner = owner.clone();
+        let owner = &self.commands[ix].node;
+        if **owner != *node {
+            let owner = String::from(&**owner);
             self.event(DispatchEvent::WrongNode {
                 node: node.to_owned(),
                 command_id: command_id.to_owned(),
@@ -128,7 +124,7 @@ impl Dispatcher {
             });
             return None;
         }
-        Some(key)
+        Some(ix)
     }
 
     /// Records a result message of a live command (`persist`: emit the `Part` record; restore
@@ -137,12 +133,12 @@ impl Dispatcher {
         &mut self,
         now: Instant,
         node: &str,
-        key: Key,
+        ix: Ix,
         part: CommandResultDto,
         persist: bool,
     ) -> ResultAck {
         let limits = self.config.reassembly;
-        let command = self.commands.get_mut(&key).expect("callers check the key");
+        let command = &mut self.commands[ix];
         let whole =
             if part.part_index.is_none() && part.is_last.is_none() && command.reassembler.is_none()
             {
@@ -182,7 +178,7 @@ impl Dispatcher {
                             error: error.clone(),
                         });
                         let message = format!("the result was rejected: {error}");
-                        self.finish_synthesized(now, key, ErrorCode::InternalError, message);
+                        self.finish_synthesized(now, ix, ErrorCode::InternalError, message);
                         return ResultAck::Refuse(Refusal::Rejected(error));
                     }
                 }
@@ -193,12 +189,12 @@ impl Dispatcher {
                 .as_ref()
                 .is_some_and(|e| e.code == ErrorCode::Busy);
         if !busy {
-            self.finish(now, key, whole, false);
+            self.finish(now, ix, whole, false);
             return ResultAck::Ack;
         }
         if command.cancel.is_some() {
             let message = "cancelled before the node ran it".to_owned();
-            self.finish_synthesized(now, key, ErrorCode::Cancelled, message);
+            self.finish_synthesized(now, ix, ErrorCode::Cancelled, message);
             return ResultAck::Ack;
         }
         // busy: back to the head of the queue, and the node pauses.
@@ -210,12 +206,12 @@ impl Dispatcher {
             .and_then(|e| e.retry_after_ms)
             .map_or(self.config.busy_retry_default, Duration::from_millis);
         if matches!(command.stage, Stage::InFlight { .. }) {
-            self.detach_command(key);
-            self.enqueue_front(key);
+            self.detach_command(ix);
+            self.enqueue_front(ix);
         }
         self.pause(node, saturating_add(now, retry));
-        debug_assert!(self.timers.contains(&Timer::Deadline(key)));
-        self.status_changed(key);
+        debug_assert!(self.commands[ix].timer.is_some());
+        self.status_changed(ix);
         ResultAck::Ack
     }
 }
