@@ -246,3 +246,40 @@ fn a_gateway_killed_during_a_command_completes_it_once_after_the_node_reconnects
     world.run_for(Duration::from_secs(30));
     assert_eq!(world.finished_count(&id), 1);
 }
+
+#[test]
+fn a_polling_node_leases_commands_posts_results_and_heartbeats_over_rest() {
+    let mut world = World::new(GatewayConfig::new(GATEWAY_URL));
+    let mut config = node_config(HubProtocol::Json, "p1");
+    config.dialect = Dialect::Hub {
+        protocol: HubProtocol::Json,
+        transport: Transport::Polling,
+    };
+    world.add_node("p1", config, 9);
+    assert!(world.run_until(Duration::from_secs(5), |w| !w
+        .gateway
+        .pending_pairings(w.now)
+        .is_empty()));
+    let code = world.gateway.pending_pairings(world.now)[0].code.clone();
+    let now = world.now;
+    world
+        .gateway
+        .approve_pairing(now, &code, &[])
+        .expect("pending");
+    assert!(
+        world.run_until(Duration::from_secs(10), |w| w.nodes[0].node.state()
+            == NodeState::Polling)
+    );
+    world.run_for(Duration::from_secs(1));
+    let view = world.gateway.node(world.now, "p1").expect("known");
+    assert!(view.online, "the REST heartbeat keeps it online");
+    assert!(!view.connected, "no hub connection");
+    let now = world.now;
+    let id = world
+        .gateway
+        .dispatch(now, DispatchRequest::new("p1", "system.info"))
+        .expect("queued for the next poll");
+    assert!(world.run_until(Duration::from_secs(10), |w| w.outcome(&id).is_some()));
+    assert!(world.outcome(&id).expect("finished").result.ok);
+    assert_eq!(world.nodes[0].executed.len(), 1);
+}
