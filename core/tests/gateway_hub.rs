@@ -29,7 +29,7 @@ use nodelink_core::wire::dto::{ExecuteCommandDto, HeartbeatDto};
 use nodelink_core::wire::signalr::framing::RecordDecoder;
 use nodelink_core::wire::signalr::negotiate::{NegotiateResponse, NegotiatedConnection};
 use nodelink_core::wire::signalr::{Headers, HubMessage, HubProtocol, Invocation, Payload};
-use support::SimClock;
+use support::{decode_frame, SimClock};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -234,30 +234,6 @@ fn frame_of(protocol: HubProtocol, messages: &[HubMessage]) -> WsFrame {
         HubProtocol::Json => WsFrame::Text(String::from_utf8(bytes).unwrap()),
         HubProtocol::MessagePack => WsFrame::Binary(bytes),
     }
-}
-
-/// The messages of one frame sent after the handshake; checks the frame kind and that the frame
-/// holds whole records only.
-fn decode_frame(protocol: HubProtocol, frame: &WsFrame) -> Result<Vec<HubMessage>, String> {
-    match (protocol, frame) {
-        (HubProtocol::Json, WsFrame::Text(_)) | (HubProtocol::MessagePack, WsFrame::Binary(_)) => {}
-        _ => {
-            return Err(format!(
-                "{protocol:?} sent in the wrong frame kind: {frame:?}"
-            ))
-        }
-    }
-    let mut decoder = RecordDecoder::new(usize::MAX);
-    decoder.set_protocol(protocol);
-    decoder.push(frame.as_bytes());
-    let mut messages = Vec::new();
-    while let Some(message) = decoder.next_message().map_err(|e| e.to_string())? {
-        messages.push(message);
-    }
-    if decoder.buffered_len() != 0 {
-        return Err(format!("a record is split: {frame:?}"));
-    }
-    Ok(messages)
 }
 
 fn heartbeat_dto() -> HeartbeatDto {

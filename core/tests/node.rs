@@ -282,14 +282,7 @@ fn a_dropped_socket_reconnects_after_a_jittered_backoff_and_sends_kept_results()
     sim.run_for(Duration::from_millis(500));
     sim.drop_socket();
     sim.run_for(Duration::from_secs(5));
-    let disconnected = sim
-        .events
-        .iter()
-        .find_map(|(_, e)| match e {
-            NodeEvent::Disconnected { retry_in, .. } => Some(*retry_in),
-            _ => None,
-        })
-        .expect("a disconnect");
+    let disconnected = sim.retry_delays().first().copied().expect("a disconnect");
     assert!(
         disconnected <= Duration::from_secs(1),
         "first retry within the 1 s base: {disconnected:?}"
@@ -308,14 +301,7 @@ fn a_close_without_allow_reconnect_waits_at_least_the_refusal_floor() {
     let mut sim = ready(HubProtocol::Json);
     sim.gateway_close(Some("Unauthorized: token revoked"), None);
     sim.run_for(Duration::from_secs(1));
-    let retry = sim
-        .events
-        .iter()
-        .find_map(|(_, e)| match e {
-            NodeEvent::Disconnected { retry_in, .. } => Some(*retry_in),
-            _ => None,
-        })
-        .expect("a disconnect");
+    let retry = sim.retry_delays().first().copied().expect("a disconnect");
     assert!(retry >= Duration::from_secs(30), "{retry:?}");
 }
 
@@ -338,14 +324,7 @@ fn failed_upgrades_back_off_exponentially_up_to_the_cap() {
     let mut sim = Sim::new(config(HubProtocol::Json), 3);
     sim.refuse_upgrade = Some(503);
     sim.run_for(Duration::from_secs(600));
-    let delays: Vec<Duration> = sim
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            NodeEvent::Disconnected { retry_in, .. } => Some(*retry_in),
-            _ => None,
-        })
-        .collect();
+    let delays: Vec<Duration> = sim.retry_delays();
     assert!(delays.len() > 8);
     for (attempt, delay) in delays.iter().enumerate() {
         let window = Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
@@ -587,14 +566,7 @@ fn an_unauthorized_upgrade_waits_at_least_the_refusal_floor() {
     let mut sim = Sim::new(config(HubProtocol::Json), 6);
     sim.refuse_upgrade = Some(401);
     sim.run_for(Duration::from_secs(200));
-    let delays: Vec<Duration> = sim
-        .events
-        .iter()
-        .filter_map(|(_, e)| match e {
-            NodeEvent::Disconnected { retry_in, .. } => Some(*retry_in),
-            _ => None,
-        })
-        .collect();
+    let delays: Vec<Duration> = sim.retry_delays();
     assert!(!delays.is_empty());
     assert!(
         delays.iter().all(|d| *d >= Duration::from_secs(30)),

@@ -21,9 +21,8 @@ use nodelink_core::node::hub::{
 use nodelink_core::wire::contract::{GatewayCall, NodeCall};
 use nodelink_core::wire::dto::{CommandResultDto, ExecuteCommandDto, HeartbeatDto, HelloAckDto};
 use nodelink_core::wire::rest::NodeToken;
-use nodelink_core::wire::signalr::framing::RecordDecoder;
 use nodelink_core::wire::signalr::{CompletionOutcome, Headers, HubMessage, HubProtocol, Payload};
-use support::SimClock;
+use support::{decode_frame, SimClock};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -239,33 +238,6 @@ fn frames(outputs: &[HubOutput]) -> Vec<WsFrame> {
             _ => None,
         })
         .collect()
-}
-
-/// The records of one frame sent after the handshake; checks the frame kind and that the frame
-/// holds whole records only.
-fn decode_frame(protocol: HubProtocol, frame: &WsFrame) -> Result<Vec<HubMessage>, String> {
-    match (protocol, frame) {
-        (HubProtocol::Json, WsFrame::Text(_)) | (HubProtocol::MessagePack, WsFrame::Binary(_)) => {}
-        _ => {
-            return Err(format!(
-                "{protocol:?} sent in the wrong frame kind: {frame:?}"
-            ))
-        }
-    }
-    let mut decoder = RecordDecoder::new(usize::MAX);
-    decoder.set_protocol(protocol);
-    decoder.push(frame.as_bytes());
-    let mut messages = Vec::new();
-    while let Some(message) = decoder.next_message().map_err(|e| e.to_string())? {
-        messages.push(message);
-    }
-    if decoder.buffered_len() != 0 {
-        return Err(format!("a frame ends inside a record: {frame:?}"));
-    }
-    if messages.is_empty() {
-        return Err("an empty frame".to_owned());
-    }
-    Ok(messages)
 }
 
 /// Every hub message sent in `outputs` (all after the handshake), in order.

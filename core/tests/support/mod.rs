@@ -56,5 +56,39 @@ impl SimClock {
         at.duration_since(self.origin).as_secs_f64()
     }
 }
+/// The hub messages of one WebSocket frame sent after the handshake (by either side). Checks
+/// what every sender must guarantee: the frame kind matches the protocol (JSON in Text,
+/// MessagePack in Binary), the frame holds whole records only, and at least one.
+pub fn decode_frame(
+    protocol: nodelink_core::wire::signalr::HubProtocol,
+    frame: &nodelink_core::node::WsFrame,
+) -> Result<Vec<nodelink_core::wire::signalr::HubMessage>, String> {
+    use nodelink_core::node::WsFrame;
+    use nodelink_core::wire::signalr::framing::RecordDecoder;
+    use nodelink_core::wire::signalr::HubProtocol;
+    match (protocol, frame) {
+        (HubProtocol::Json, WsFrame::Text(_)) | (HubProtocol::MessagePack, WsFrame::Binary(_)) => {}
+        _ => {
+            return Err(format!(
+                "{protocol:?} sent in the wrong frame kind: {frame:?}"
+            ))
+        }
+    }
+    let mut decoder = RecordDecoder::new(usize::MAX);
+    decoder.set_protocol(protocol);
+    decoder.push(frame.as_bytes());
+    let mut messages = Vec::new();
+    while let Some(message) = decoder.next_message().map_err(|e| e.to_string())? {
+        messages.push(message);
+    }
+    if decoder.buffered_len() != 0 {
+        return Err(format!("a frame ends inside a record: {frame:?}"));
+    }
+    if messages.is_empty() {
+        return Err("an empty frame".to_owned());
+    }
+    Ok(messages)
+}
+
 pub mod sim;
 pub mod world;

@@ -692,6 +692,17 @@ impl Sim {
         self.events.iter().any(|(_, e)| pred(e))
     }
 
+    /// The reconnect delays the node chose, in order (one per `Disconnected`).
+    pub fn retry_delays(&self) -> Vec<Duration> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                NodeEvent::Disconnected { retry_in, .. } => Some(*retry_in),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The instants of the heartbeats, in seconds.
     pub fn heartbeat_times(&self) -> Vec<f64> {
         self.heartbeats
