@@ -1,10 +1,5 @@
-//! The `nodelink` command line. The gateway, node and operator commands arrive with their issues
-//! (#6, #7); until then the binary only states what it is.
+//! The `nodelink` command line; everything lives in [`nodelink::cli`].
 
-fn main() {
-    println!(
-        "nodelink {} (wire protocol {})",
-        env!("CARGO_PKG_VERSION"),
-        nodelink_core::wire::dto::PROTOCOL_VERSION
-    );
+fn main() -> std::process::ExitCode {
+    nodelink::cli::main()
 }

@@ -10,9 +10,11 @@
 //! - [`llm_link`]: the LLM node dialect's WebSocket link (query parameters, tasks, stop frames,
 //!   binary results, the empty-text heartbeat).
 //! - [`http`]: the requests the sub-machines ask the shell to make.
+//! - [`executor`]: the interface command implementations are written against (run by shells).
 
 pub mod commands;
 mod config;
+pub mod executor;
 pub mod http;
 pub mod hub;
 pub mod llm_link;
