@@ -7,12 +7,18 @@
 //! dlopen before cudarc is touched, and each GPU command then takes its CPU path or answers
 //! `platform_unsupported`. docs/executors.md documents every command.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nodelink_core::node::executor::{command_error, ExecutorSet};
 use nodelink_core::wire::dto::{CommandError, ErrorCode};
 
+pub mod gpu;
 pub mod host;
+pub mod tensor;
+
+pub use gpu::gpu_inventory;
+pub use host::sample_stats;
 
 /// What the operator allows beyond the always-on built-ins.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,13 +42,27 @@ impl Default for BuiltinOptions {
     }
 }
 
-/// The built-in executors a node offers: `system.info`, `system.stats`, and, when allowed,
-/// `system.execute`.
+/// The built-in executors a node offers: `system.info`, `system.stats`, `gpu.info`,
+/// `tensor.matmul`, `tensor.reduce`, `tensor.saxpy`, and, when allowed, `system.execute` and
+/// `kernel.run`. The GPU commands share one set of lanes, one per GPU the probe found.
 pub fn builtin_executors(options: &BuiltinOptions) -> ExecutorSet {
+    builtin_executors_on(options, gpu::Gpu::detect(options.busy_retry_after))
+}
+
+/// [`builtin_executors`] on the given GPUs (`gpu::Gpu::none` for a CPU-only set).
+pub fn builtin_executors_on(options: &BuiltinOptions, gpu: Arc<gpu::Gpu>) -> ExecutorSet {
     let mut set = ExecutorSet::new();
-    set.register(host::SystemInfo).register(host::SystemStats);
+    set.register(host::SystemInfo)
+        .register(host::SystemStats)
+        .register(gpu::GpuInfoCommand::new(Arc::clone(&gpu)))
+        .register(tensor::TensorMatmul::new(Arc::clone(&gpu)))
+        .register(tensor::TensorReduce::new(Arc::clone(&gpu)))
+        .register(tensor::TensorSaxpy::new(Arc::clone(&gpu)));
     if options.allow_system_execute {
         set.register(host::SystemExecute);
+    }
+    if options.allow_kernel_run {
+        set.register(gpu::KernelRun::new(gpu));
     }
     set
 }
