@@ -149,8 +149,6 @@ impl Executor for TensorMatmul {
         let started = Instant::now();
         let (p, repeat, macs) = MatmulParams::check(&request.params).map_err(invalid_params)?;
         let (m, n, k) = (p.m, p.n, p.k);
-        let a = tensor("a", p.a.as_ref(), p.seed, 0, m * k).map_err(invalid_params)?;
-        let b = tensor("b", p.b.as_ref(), p.seed, 1, k * n).map_err(invalid_params)?;
         let big = macs >= GPU_MATMUL_THRESHOLD;
         let gpu_path = use_gpu(
             &self.gpu,
@@ -159,6 +157,17 @@ impl Executor for TensorMatmul {
             self.gpu.probe().has_cublas(),
             "tensor.matmul on the GPU",
         )?;
+        if !gpu_path && macs.saturating_mul(u64::from(repeat)) > CPU_MAX_MACS {
+            return Err(command_error(
+                ErrorCode::PlatformUnsupported,
+                format!(
+                    "{m}x{k} * {k}x{n} ({repeat} times) is too big for the CPU path (over {CPU_MAX_MACS} multiply-adds) and {}",
+                    if self.gpu.available() { "`device` is `cpu`".to_owned() } else { format!("there is no GPU: {}", self.gpu.probe().reason()) }
+                ),
+            ));
+        }
+        let a = tensor("a", p.a.as_ref(), p.seed, 0, m * k).map_err(invalid_params)?;
+        let b = tensor("b", p.b.as_ref(), p.seed, 1, k * n).map_err(invalid_params)?;
         let gate = launch_gate(context, repeat);
         let (lane, c, compute) = if gpu_path {
             let (lane, out) = self
@@ -169,15 +178,6 @@ impl Executor for TensorMatmul {
             };
             (Some(lane), c, spent)
         } else {
-            if macs.saturating_mul(u64::from(repeat)) > CPU_MAX_MACS {
-                return Err(command_error(
-                    ErrorCode::PlatformUnsupported,
-                    format!(
-                        "{m}x{k} * {k}x{n} ({repeat} times) is too big for the CPU path (over {CPU_MAX_MACS} multiply-adds) and {}",
-                        if self.gpu.available() { "`device` is `cpu`".to_owned() } else { format!("there is no GPU: {}", self.gpu.probe().reason()) }
-                    ),
-                ));
-            }
             let compute_start = Instant::now();
             let mut c = Vec::new();
             for i in 0..repeat {
