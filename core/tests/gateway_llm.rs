@@ -48,6 +48,12 @@ pub struct Gw {
     pub book: NodeBook,
 }
 
+impl Default for Gw {
+    fn default() -> Self {
+        Gw::new()
+    }
+}
+
 impl Gw {
     pub fn new() -> Gw {
         Gw::with(config())

@@ -70,12 +70,12 @@ impl World {
             for i in 0..self.nodes.len() {
                 while let Some(out) = self.nodes[i].link.poll_output() {
                     moved = true;
-                    self.from_node(i, out);
+                    self.on_node_output(i, out);
                 }
             }
             while let Some(out) = self.g.gw.poll_output() {
                 moved = true;
-                self.from_gateway(out);
+                self.on_gateway_output(out);
             }
             if !moved {
                 return;
@@ -83,7 +83,7 @@ impl World {
         }
     }
 
-    fn from_node(&mut self, i: usize, out: LlmOutput) {
+    fn on_node_output(&mut self, i: usize, out: LlmOutput) {
         let now = self.now;
         match out {
             LlmOutput::OpenWebSocket { url } => {
@@ -122,7 +122,7 @@ impl World {
         }
     }
 
-    fn from_gateway(&mut self, out: LlmGatewayOutput) {
+    fn on_gateway_output(&mut self, out: LlmGatewayOutput) {
         let now = self.now;
         match out {
             LlmGatewayOutput::Send { conn, frame } => {
