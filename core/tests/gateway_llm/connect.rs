@@ -248,3 +248,30 @@ fn the_identity_is_the_pair_not_the_joined_string() {
     assert!(closes(&out).is_empty());
     assert_eq!(g.gw.nodes().len(), 2);
 }
+
+#[test]
+fn a_refused_connect_never_replaces_a_node() {
+    let mut g = Gw::new();
+    g.node(0.0, 1, MODEL, "rig", 1);
+    let (t, _) = g.submit(0.0, MODEL);
+    // The identity of a connected node, with a bad token, then with a bad max_concurrency.
+    let out = g.connect(
+        1.0,
+        2,
+        "/ws?token=guess&model=llama-3-8b&max_concurrency=1&name=rig",
+    );
+    assert_eq!(closes(&out), vec![(2, 4002, "Invalid token".to_owned())]);
+    let out = g.connect(
+        1.0,
+        3,
+        "/ws?token=s3cr%3Dt&model=llama-3-8b&max_concurrency=0&name=rig",
+    );
+    assert_eq!(closes(&out)[0].0, 3);
+    assert_eq!(closes(&out)[0].1, 4001);
+    let nodes = g.gw.nodes();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!((nodes[0].conn, &nodes[0].running), (ConnId(1), &vec![t]));
+    // What the shell still reports about a refused connection is ignored.
+    assert!(g.heartbeat(1.5, 2).is_empty());
+    assert!(g.closed(1.5, 2).is_empty());
+}

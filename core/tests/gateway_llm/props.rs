@@ -69,6 +69,8 @@ const MODELS: [&str; 3] = ["m0", "m1", "nobody-serves-me"];
 
 struct Checker {
     submitted: Vec<TaskId>,
+    /// The model of each submitted task.
+    models: Vec<String>,
     terminal: BTreeMap<TaskId, TaskUpdate>,
 }
 
@@ -94,13 +96,32 @@ impl Checker {
                 "{task}: live iff not ended"
             );
         }
-        for node in g.gw.nodes() {
+        let nodes = g.gw.nodes();
+        for node in &nodes {
             assert!(node.running.len() <= node.max_concurrency as usize);
             for task in &node.running {
                 assert_eq!(
                     g.gw.task(*task),
                     Some(TaskView::Running { conn: node.conn })
                 );
+            }
+        }
+        for (task, model) in self.submitted.iter().zip(&self.models) {
+            match g.gw.task(*task) {
+                // A running task is on a connection the gateway holds.
+                Some(TaskView::Running { conn }) => assert!(
+                    nodes
+                        .iter()
+                        .any(|n| n.conn == conn && n.running.contains(task)),
+                    "{task} runs on {conn:?}, which is gone"
+                ),
+                // A queued task waits only while no node of its model has a free slot.
+                Some(TaskView::Queued) => assert!(
+                    !nodes.iter().any(|n| n.identity.model == *model
+                        && n.running.len() < n.max_concurrency as usize),
+                    "{task} waits while a node of {model} has a free slot"
+                ),
+                None => {}
             }
         }
     }
@@ -111,7 +132,7 @@ proptest! {
     #[test]
     fn random_sequences_end_every_task_exactly_once(ops in prop::collection::vec(op(), 1..80)) {
         let mut g = Gw::new();
-        let mut checker = Checker { submitted: Vec::new(), terminal: BTreeMap::new() };
+        let mut checker = Checker { submitted: Vec::new(), models: Vec::new(), terminal: BTreeMap::new() };
         let mut secs = 0.0;
         let mut next_conn = 0u64;
         let pick_task = |checker: &Checker, i: u8| -> TaskId {
@@ -153,6 +174,7 @@ proptest! {
                     let (task, out) = g.submit(secs, MODELS[usize::from(model)]);
                     prop_assert!(!checker.submitted.contains(&task), "a fresh id");
                     checker.submitted.push(task);
+                    checker.models.push(MODELS[usize::from(model)].to_owned());
                     out
                 }
                 Op::Stop { task } => {

@@ -263,3 +263,26 @@ fn task_ids_are_unique_and_below_2_pow_31() {
     let ids: Vec<u32> = (0..5).map(|_| g.submit(0.0, MODEL).0 .0).collect();
     assert_eq!(ids, vec![1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn a_frame_at_exactly_the_silence_limit_comes_too_late() {
+    let mut g = Gw::new();
+    g.node(0.0, 1, MODEL, "n", 1);
+    assert!(g.heartbeat(10.0, 1).is_empty());
+    // The shell reports the frame before calling handle_timeout(40 s): the node is gone anyway.
+    let out = g.heartbeat(40.0, 1);
+    assert_eq!(closes(&out), vec![(1, 4000, "Bye".to_owned())]);
+    assert!(g.gw.nodes().is_empty());
+    // One nanosecond earlier it would have counted.
+    let mut g = Gw::new();
+    g.node(0.0, 1, MODEL, "n", 1);
+    g.heartbeat(10.0, 1);
+    let just_before = g.at(40.0) - Duration::from_nanos(1);
+    g.gw.handle_frame(just_before, ConnId(1), WsFrame::Text(String::new()));
+    assert!(g.drain().is_empty());
+    assert!(g.timeout(40.0).is_empty());
+    assert_eq!(
+        g.next_timeout_secs(),
+        Some(g.clock.secs(just_before) + 30.0)
+    );
+}
