@@ -286,3 +286,61 @@ fn a_frame_at_exactly_the_silence_limit_comes_too_late() {
         Some(just_before + Duration::from_secs(30))
     );
 }
+
+#[test]
+fn shortened_timers_through_the_config() {
+    let mut g = Gw::with(LlmGatewayConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        silent_intervals: 2,
+        queue_timeout: Duration::from_secs(1),
+        finish_timeout: None,
+        ..config()
+    });
+    let (t, _) = g.submit(0.0, MODEL);
+    assert_eq!(
+        updates(&g.timeout(1.0)),
+        vec![(t, TaskUpdate::Failed(TaskError::QueueTimeout))]
+    );
+    g.node(2.0, 1, MODEL, "n", 1);
+    let (u, _) = g.submit(2.0, MODEL);
+    g.heartbeat(2.1, 1);
+    assert!(g.timeout(2.299).is_empty());
+    let out = g.timeout(2.3);
+    assert_eq!(closes(&out), vec![(1, 4000, "Bye".to_owned())]);
+    // No finish timeout: the re-queued task only has its queue wait.
+    assert_eq!(g.gw.task(u), Some(TaskView::Queued));
+    assert_eq!(g.next_timeout_secs(), Some(3.3));
+}
+
+#[test]
+fn a_config_that_would_spin_or_accept_anything_is_refused() {
+    use nodelink_core::gateway::llm::LlmConfigError;
+    let now = support::SimClock::new().at(0.0);
+    let refuse = |config: LlmGatewayConfig| LlmGateway::new(config, now, UNIX_ORIGIN).unwrap_err();
+    assert_eq!(
+        refuse(LlmGatewayConfig {
+            shared_token: Some(String::new()),
+            ..config()
+        }),
+        LlmConfigError::EmptySharedToken
+    );
+    assert_eq!(
+        refuse(LlmGatewayConfig {
+            silent_intervals: 0,
+            ..config()
+        }),
+        LlmConfigError::Zero {
+            name: "silent_intervals"
+        }
+    );
+    assert_eq!(
+        refuse(LlmGatewayConfig {
+            queue_timeout: Duration::ZERO,
+            ..config()
+        }),
+        LlmConfigError::Zero {
+            name: "queue_timeout"
+        }
+    );
+    assert!(!format!("{:?}", config()).contains(SHARED));
+}

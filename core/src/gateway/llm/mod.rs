@@ -1,6 +1,9 @@
 //! The gateway side of the LLM node dialect (docs/protocol.md section 8): many node connections,
-//! the users' chat tasks, and which task runs where. Sans-IO; the normative text is
-//! docs/llm-gateway-spec.md (to be merged into docs/protocol.md).
+//! the users' chat tasks, and which task runs where. Sans-IO; the normative text is section 8.12
+//! of docs/protocol.md (written in docs/llm-gateway-spec.md until it is merged there).
+//!
+//! Cost: routing scans the connections of the task's model (a handful per model in practice);
+//! everything else is O(log n) in the connections and live tasks.
 //!
 //! # Theory of operation
 //! The shell numbers every WebSocket ([`ConnId`]) and reports it opening
