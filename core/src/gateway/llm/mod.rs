@@ -279,7 +279,7 @@ impl LlmGateway {
                 conn,
                 error: NodeFrameError::UnexpectedText { len: text.len() },
             }),
-            WsFrame::Binary(bytes) => self.on_result(now, conn, &bytes),
+            WsFrame::Binary(bytes) => self.on_result(conn, &bytes),
             WsFrame::Ping(_) | WsFrame::Pong(_) => {}
         }
     }

@@ -1,7 +1,5 @@
 //! Result frames from nodes: text for the users, the finished frame, and what does not fit.
 
-use std::time::Instant;
-
 use super::{
     LlmGateway, LlmGatewayEvent, LlmGatewayOutput, NodeFrameError, Stage, TaskError, TaskId,
     TaskUpdate, WsFrame,
@@ -12,7 +10,7 @@ use crate::wire::llm::{ServerFrame, TASK_ID_LEN};
 impl LlmGateway {
     /// A binary frame from an accepted connection: `[u32 BE id][bytes]`, the id alone meaning
     /// finished.
-    pub(super) fn on_result(&mut self, _now: Instant, conn: ConnId, bytes: &[u8]) {
+    pub(super) fn on_result(&mut self, conn: ConnId, bytes: &[u8]) {
         let Some((id, text)) = bytes.split_first_chunk::<TASK_ID_LEN>() else {
             self.event(LlmGatewayEvent::PeerMisbehaved {
                 conn,
