@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod dispatch;
 pub mod hub;
+pub mod llm;
 mod machine;
 pub mod pairing;
 mod types;
