@@ -75,6 +75,8 @@ fn nodes_reconnect_after_a_shutdown() {
     let now = world.now;
     world.gateway.shutdown(now, "gateway shutting down");
     world.drain();
-    assert!(world.run_until(Duration::from_secs(60), |w| connects(w) == 2
-        && w.nodes[0].node.state() == NodeState::Ready));
+    assert!(
+        world.run_until(Duration::from_secs(60), |w| connects(w) == 2
+            && w.nodes[0].node.state() == NodeState::Ready)
+    );
 }
