@@ -114,16 +114,16 @@ fn result_response(result: Option<Result<Value, (u16, String)>>, ok: StatusCode)
     }
 }
 
-fn check_scopes(scopes: &[String]) -> Result<(), Response<Body>> {
-    for scope in scopes {
-        validate_scope(scope).map_err(|e| {
+/// A 400 for the first invalid scope, if any.
+fn check_scopes(scopes: &[String]) -> Option<Response<Body>> {
+    scopes.iter().find_map(|scope| {
+        validate_scope(scope).err().map(|e| {
             error(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid scope {scope:?}: {e}"),
             )
-        })?;
-    }
-    Ok(())
+        })
+    })
 }
 
 /// Routes one `/api/admin/...` request.
@@ -183,7 +183,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> 
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            if let Err(r) = check_scopes(&body.scopes) {
+            if let Some(r) = check_scopes(&body.scopes) {
                 return r;
             }
             let done = call(shared, move |ctx| {
@@ -210,7 +210,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> 
                     Ok(b) => b,
                     Err(r) => return r,
                 };
-            if let Err(r) = check_scopes(&body.scopes) {
+            if let Some(r) = check_scopes(&body.scopes) {
                 return r;
             }
             let done = call(shared, move |ctx| {
@@ -318,7 +318,7 @@ async fn dispatch(shared: &Shared, request: Request<Incoming>) -> Response<Body>
         return error(StatusCode::BAD_REQUEST, "`node` and `command` are required");
     }
     if let Some(scope) = &body.required_scope {
-        if let Err(r) = check_scopes(std::slice::from_ref(scope)) {
+        if let Some(r) = check_scopes(std::slice::from_ref(scope)) {
             return r;
         }
     }
