@@ -26,6 +26,7 @@ use std::path::PathBuf;
 pub use client::{ClientError, OperatorClient};
 pub use server::RunningGateway;
 pub use store::StoreError;
+pub use token::token_path;
 
 /// How a gateway server starts; [`ServerConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]

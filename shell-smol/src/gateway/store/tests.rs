@@ -39,8 +39,10 @@ fn dispatch(value: serde_json::Value) -> StoreRecord {
 }
 
 fn created(id: &str) -> StoreRecord {
-    dispatch(json!({"type": "created", "commandId": id, "node": "n1", "command": "echo",
-        "timeoutMs": 1000, "createdAtMs": 5}))
+    dispatch(
+        json!({"type": "created", "commandId": id, "node": "n1", "command": "echo",
+        "timeoutMs": 1000, "createdAtMs": 5}),
+    )
 }
 
 fn part(id: &str) -> StoreRecord {
@@ -132,7 +134,10 @@ fn a_newer_schema_and_a_corrupt_row_are_refused() {
         store.write(&[node("n1", "approved")]).expect("written");
         store
             .conn
-            .execute("INSERT INTO nodes (node_id, record) VALUES ('bad', '{not json')", [])
+            .execute(
+                "INSERT INTO nodes (node_id, record) VALUES ('bad', '{not json')",
+                [],
+            )
             .expect("inserted");
     }
     let store = Store::open(&path).expect("reopens");
