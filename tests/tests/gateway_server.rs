@@ -78,7 +78,8 @@ fn a_node_pairs_connects_heartbeats_and_runs_commands() {
     assert!(metrics.contains("nodelink_dispatch_latency_seconds_count 2\n"));
 
     // Graceful shutdown: the node is told to come back later, and tries to.
-    gateway.shutdown();
+    let stopping = std::thread::spawn(move || gateway.shutdown());
+    assert!(node.run_until(Duration::from_secs(3), |_| stopping.is_finished()));
     assert!(node.run_until(Duration::from_secs(2), |n| n
         .events
         .iter()

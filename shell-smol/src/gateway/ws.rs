@@ -32,6 +32,9 @@ pub(crate) const OUTBOUND_QUEUE: usize = 64;
 /// tungstenite's bound on bytes written but not yet flushed to the socket.
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
+/// How long a socket we closed waits for the peer's Close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// An accepted upgrade, handed from the HTTP service to the connection task.
 pub(crate) struct PendingSocket {
     conn: ConnId,
@@ -265,7 +268,19 @@ async fn serve(
     };
     let end = future::or(future::or(reader, writer), aborted).await;
     match end {
-        End::Read(ReadEnd::Peer(code)) => code,
+        End::Read(ReadEnd::Peer(code)) => {
+            // Answer the peer's Close (tungstenite queued the reply); a dead socket just fails.
+            let _ = future::or(
+                async {
+                    let _ = tx.close(None).await;
+                },
+                async {
+                    smol::Timer::after(CLOSE_WAIT).await;
+                },
+            )
+            .await;
+            code
+        }
         End::Read(ReadEnd::Violation(code, detail)) => {
             tracing::debug!(conn = conn.0, code, %detail, "WebSocket violation");
             let close = CloseFrame {
@@ -283,6 +298,24 @@ async fn serve(
             .await;
             None
         }
-        End::Written | End::Aborted => None,
+        End::Written => {
+            // Our Close went out: read until the peer's Close (or EOF), so that closing the TCP
+            // socket with unread data does not reset it and destroy what the peer has yet to read.
+            let _ = future::or(
+                async {
+                    while let Some(Ok(message)) = rx.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                },
+                async {
+                    smol::Timer::after(CLOSE_WAIT).await;
+                },
+            )
+            .await;
+            None
+        }
+        End::Aborted => None,
     }
 }

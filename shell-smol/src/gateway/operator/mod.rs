@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use nodelink_core::gateway::dispatch::{CancelOutcome, DispatchRequest};
-use nodelink_core::scope::validate_scope;
+use nodelink_core::scope::{validate_scope, ScopeEntry};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -114,10 +114,10 @@ fn result_response(result: Option<Result<Value, (u16, String)>>, ok: StatusCode)
     }
 }
 
-/// A 400 for the first invalid scope, if any.
+/// A 400 for the first invalid scope entry (patterns like `system.*` allowed), if any.
 fn check_scopes(scopes: &[String]) -> Option<Response<Body>> {
     scopes.iter().find_map(|scope| {
-        validate_scope(scope).err().map(|e| {
+        ScopeEntry::parse(scope).err().map(|e| {
             error(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid scope {scope:?}: {e}"),
@@ -318,8 +318,11 @@ async fn dispatch(shared: &Shared, request: Request<Incoming>) -> Response<Body>
         return error(StatusCode::BAD_REQUEST, "`node` and `command` are required");
     }
     if let Some(scope) = &body.required_scope {
-        if let Some(r) = check_scopes(std::slice::from_ref(scope)) {
-            return r;
+        if let Err(e) = validate_scope(scope) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid requiredScope {scope:?}: {e}"),
+            );
         }
     }
     let wait = body.wait;
