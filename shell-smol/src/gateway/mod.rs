@@ -46,6 +46,12 @@ pub struct ServerConfig {
     pub machine: nodelink_core::gateway::GatewayConfig,
     /// Executor threads; `None`: `SMOL_THREADS`, else the number of cores.
     pub threads: Option<usize>,
+    /// How long a connection has to finish TLS and send its request head, and an upgraded one
+    /// to become a WebSocket (15 s).
+    pub handshake_timeout: std::time::Duration,
+    /// WebSocket messages queued for one connection; a peer that lets the queue fill is a slow
+    /// reader and is disconnected (64).
+    pub outbound_queue: usize,
 }
 
 /// A PEM certificate chain and its PEM private key.
@@ -65,6 +71,8 @@ impl ServerConfig {
             admin_token: None,
             machine: nodelink_core::gateway::GatewayConfig::new("http://127.0.0.1"),
             threads: None,
+            handshake_timeout: std::time::Duration::from_secs(15),
+            outbound_queue: 64,
         }
     }
 }

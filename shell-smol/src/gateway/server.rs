@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub max_message: usize,
     /// The largest HTTP request body accepted (413 beyond).
     pub max_body: usize,
+    pub handshake_timeout: Duration,
+    pub outbound_queue: usize,
     next_conn: AtomicU64,
 }
 
@@ -113,6 +115,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         tls,
         max_message,
         max_body: max_message,
+        handshake_timeout: config.handshake_timeout,
+        outbound_queue: config.outbound_queue.max(1),
         next_conn: AtomicU64::new(1),
     });
     let executor = Arc::new(Executor::new());

@@ -23,12 +23,10 @@ use nodelink_core::node::WsFrame;
 use smol::channel::{Receiver, Sender};
 
 use super::driver::{Outbound, SocketHandle, ToDriver};
-use super::http::{error, header_str, machine_reply, unavailable, Body, HANDSHAKE_TIMEOUT};
+use super::http::{error, header_str, machine_reply, unavailable, Body};
 use super::io::UpgradedIo;
 use super::server::Shared;
 
-/// Frames queued for one socket before its peer counts as a slow reader.
-pub(crate) const OUTBOUND_QUEUE: usize = 64;
 /// tungstenite's bound on bytes written but not yet flushed to the socket.
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
@@ -94,7 +92,7 @@ pub(crate) async fn upgrade(
         return error(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
     let conn = shared.next_conn();
-    let (outbound_tx, outbound_rx) = smol::channel::bounded(OUTBOUND_QUEUE);
+    let (outbound_tx, outbound_rx) = smol::channel::bounded(shared.outbound_queue);
     let (abort_tx, abort_rx) = smol::channel::bounded(1);
     let (reply_tx, reply_rx) = smol::channel::bounded(1);
     let message = ToDriver::Upgrade {
@@ -153,7 +151,7 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingSocket) {
     let conn = pending.conn;
     shared.metrics.sockets.fetch_add(1, Ordering::Relaxed);
     let upgraded = future::or(async { Some(pending.on_upgrade.await) }, async {
-        smol::Timer::after(HANDSHAKE_TIMEOUT).await;
+        smol::Timer::after(shared.handshake_timeout).await;
         None
     })
     .await;

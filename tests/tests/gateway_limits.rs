@@ -1,0 +1,102 @@
+//! Limits that protect the gateway: a connection that never sends its request head is closed
+//! after the handshake timeout, and a node that stops reading is disconnected when its bounded
+//! queue fills, without holding up anyone else.
+mod gateway_support;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use gateway_support::{pair_quickly, paired_config, Scratch, TestNode};
+use nodelink::gateway::{OperatorClient, ServerConfig};
+use nodelink_core::node::NodeState;
+
+fn start(scratch: &Scratch) -> nodelink::gateway::RunningGateway {
+    let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), scratch.db());
+    config.threads = Some(2);
+    config.handshake_timeout = Duration::from_millis(300);
+    config.outbound_queue = 2;
+    nodelink::gateway::start(config).expect("starts")
+}
+
+#[test]
+fn a_silent_or_slow_request_head_is_cut_off() {
+    let scratch = Scratch::new("limits-head");
+    let gateway = start(&scratch);
+    for partial in ["", "GET /api/admin/nodes HTTP/1.1\r\nhost: x\r\n"] {
+        let mut stream = std::net::TcpStream::connect(gateway.local_addr()).expect("connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        std::io::Write::write_all(&mut stream, partial.as_bytes()).expect("written");
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        // The server closes (EOF, or a 408 first); a read timeout here would fail the test.
+        let mut seen = Vec::new();
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("the connection stayed open: {e}"),
+            }
+        }
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert!(waited < Duration::from_secs(2), "{waited:?}");
+        let seen = String::from_utf8_lossy(&seen);
+        assert!(
+            seen.is_empty() || seen.starts_with("HTTP/1.1 408"),
+            "{seen}"
+        );
+    }
+}
+
+#[test]
+fn a_node_that_stops_reading_is_disconnected_and_others_carry_on() {
+    let scratch = Scratch::new("limits-slow");
+    let gateway = start(&scratch);
+    let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
+    let token = pair_quickly(&gateway.url(), &client, "slow", &[]);
+    let mut node = TestNode::new(paired_config(&gateway.url(), token), 3);
+    assert!(node.run_until(Duration::from_secs(3), |n| n.state() == NodeState::Ready));
+    assert!(node.run_until(Duration::from_secs(2), |_| client
+        .node("slow")
+        .is_ok_and(|v| v["connected"] == true)));
+
+    // The node stops stepping: nothing reads its socket. Each scope change sends it a
+    // RefreshScopes of about 60 KB until its kernel buffers and its queue of 2 are full.
+    let scopes: Vec<String> = (0..500)
+        .map(|i| format!("scope{i:03}.{}", "x".repeat(100)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    while client.node("slow").is_ok_and(|v| v["connected"] == true) {
+        assert!(
+            Instant::now() < deadline,
+            "never disconnected after {sent} updates"
+        );
+        let mut round = scopes.clone();
+        round.push(format!("round{sent}"));
+        client.set_scopes("slow", &round).expect("set");
+        sent += 1;
+    }
+    let metrics = ureq::get(&format!("{}/metrics", gateway.url()))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert!(
+        metrics.contains("nodelink_slow_consumers_total 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nodelink_hub_connections 0\n"),
+        "{metrics}"
+    );
+
+    // The gateway still serves, and the node, reading again, reconnects.
+    assert_eq!(client.nodes().expect("nodes").len(), 1);
+    assert!(node.run_until(Duration::from_secs(5), |_| client
+        .node("slow")
+        .is_ok_and(|v| v["connected"] == true)));
+}
