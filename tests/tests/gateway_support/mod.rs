@@ -90,6 +90,8 @@ pub struct TestNode {
     pub node: Node,
     pub events: Vec<NodeEvent>,
     pub executed: Vec<ExecuteRequest>,
+    /// WebSocket messages sent that carry a result part (`partIndex`, in JSON or MessagePack).
+    pub part_frames: usize,
     sockets: BTreeMap<LinkId, WebSocket<TcpStream>>,
     agent: ureq::Agent,
 }
@@ -106,6 +108,7 @@ impl TestNode {
             node,
             events: Vec::new(),
             executed: Vec::new(),
+            part_frames: 0,
             sockets: BTreeMap::new(),
             agent,
         }
@@ -201,6 +204,9 @@ impl TestNode {
                 self.node.handle_input(Instant::now(), input);
             }
             NodeOutput::Send { link, frame } => {
+                if frame.as_bytes().windows(9).any(|w| w == b"partIndex") {
+                    self.part_frames += 1;
+                }
                 if let Some(socket) = self.sockets.get_mut(&link) {
                     let message = match frame {
                         WsFrame::Text(t) => Message::Text(t.into()),
