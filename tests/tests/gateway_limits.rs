@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use gateway_support::{pair_quickly, paired_config, Scratch, TestNode};
 use nodelink::gateway::{OperatorClient, ServerConfig};
 use nodelink_core::node::NodeState;
+use serde_json::json;
 
 fn start(scratch: &Scratch) -> nodelink::gateway::RunningGateway {
     let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), scratch.db());
@@ -56,29 +57,40 @@ fn a_node_that_stops_reading_is_disconnected_and_others_carry_on() {
     let gateway = start(&scratch);
     let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
     let token = pair_quickly(&gateway.url(), &client, "slow", &[]);
-    let mut node = TestNode::new(paired_config(&gateway.url(), token), 3);
+    let mut config = paired_config(&gateway.url(), token);
+    config.limits.slots = 64;
+    let mut node = TestNode::new(config, 3);
     assert!(node.run_until(Duration::from_secs(3), |n| n.state() == NodeState::Ready));
     assert!(node.run_until(Duration::from_secs(2), |_| client
         .node("slow")
         .is_ok_and(|v| v["connected"] == true)));
 
-    // The node stops stepping: nothing reads its socket. Each scope change sends it a
-    // RefreshScopes of about 60 KB until its kernel buffers and its queue of 2 are full.
-    let scopes: Vec<String> = (0..500)
-        .map(|i| format!("scope{i:03}.{}", "x".repeat(100)))
-        .collect();
+    // The node stops stepping: nothing reads its socket. Each command sends it an
+    // ExecuteCommand of 1 MB until its kernel buffers and its queue of 2 are full.
+    let params = json!({ "pad": "p".repeat(1_000_000) });
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = 0;
+    let started = Instant::now();
     while client.node("slow").is_ok_and(|v| v["connected"] == true) {
         assert!(
             Instant::now() < deadline,
-            "never disconnected after {sent} updates"
+            "never disconnected after {sent} commands"
         );
-        let mut round = scopes.clone();
-        round.push(format!("round{sent}"));
-        client.set_scopes("slow", &round).expect("set");
+        client
+            .send(
+                "slow",
+                "hang",
+                params.clone(),
+                Duration::from_secs(60),
+                false,
+            )
+            .expect("sent");
         sent += 1;
     }
+    eprintln!(
+        "slow reader cut after {sent} commands in {:?}",
+        started.elapsed()
+    );
     let metrics = ureq::get(&format!("{}/metrics", gateway.url()))
         .call()
         .expect("metrics")
