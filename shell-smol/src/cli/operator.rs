@@ -80,6 +80,7 @@ pub enum NodesCommand {
     /// Approve a pairing request by the code the node shows; the node gets its token at its next
     /// poll.
     Approve {
+        /// The code the node shows (and `nodes list` lists), e.g. `ABC-123`.
         #[arg(value_name = "PAIRING-CODE")]
         code: String,
         /// Scopes granted to the node, comma-separated (e.g. `system.*,screen.capture`).
@@ -90,6 +91,7 @@ pub enum NodesCommand {
     },
     /// Reject a pairing request.
     Reject {
+        /// The code the node shows (and `nodes list` lists), e.g. `ABC-123`.
         #[arg(value_name = "PAIRING-CODE")]
         code: String,
         #[command(flatten)]
@@ -98,6 +100,7 @@ pub enum NodesCommand {
     /// Revoke a node: its token stops working, its commands are cancelled, a connected node is
     /// told and disconnected for good.
     Revoke {
+        /// The node to revoke.
         #[arg(value_name = "NODE-ID")]
         node: String,
         /// What the node is told.
@@ -108,8 +111,10 @@ pub enum NodesCommand {
     },
     /// Set a node's granted scopes (replacing them; none: no scope at all).
     Scopes {
+        /// The node whose scopes to set.
         #[arg(value_name = "NODE-ID")]
         node: String,
+        /// The scopes granted from now on (patterns like `system.*` allowed).
         #[arg(value_name = "SCOPE")]
         scopes: Vec<String>,
         #[command(flatten)]
