@@ -206,10 +206,19 @@ pub fn run_gateway(args: GatewayArgs) -> CliResult {
     }
     out.flush()?;
     drop(out);
-    let signal = smol::block_on(futures_lite::StreamExt::next(&mut signals));
-    tracing::info!(?signal, "signal received");
+    let failed = smol::block_on(futures_lite::future::or(
+        async {
+            let signal = futures_lite::StreamExt::next(&mut signals).await;
+            tracing::info!(?signal, "signal received");
+            None
+        },
+        async { Some(running.failed().await) },
+    ));
     running.shutdown();
-    Ok(ExitCode::SUCCESS)
+    match failed {
+        None => Ok(ExitCode::SUCCESS),
+        Some(why) => Err(why.into()),
+    }
 }
 
 fn client(target: &Target) -> Result<OperatorClient, Box<dyn std::error::Error + Send + Sync>> {
