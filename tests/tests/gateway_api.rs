@@ -179,7 +179,8 @@ fn raw_exchange(url: &str, request: &str) -> String {
             break;
         }
         answer.extend_from_slice(&buf[..n]);
-        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+        let head_done = answer.windows(4).any(|w| w == b"\r\n\r\n");
+        if head_done && (answer.ends_with(b"}") || answer.starts_with(b"HTTP/1.1 101")) {
             break;
         }
     }
@@ -208,6 +209,19 @@ fn websocket_upgrades_are_refused_without_a_token_or_version() {
         response.status().as_u16()
     };
     assert_eq!(upgrade("13", None), 401);
+    // A valid token in `?access_token=` (browsers cannot set headers) switches protocols.
+    let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
+    let token = pair_quickly(&gateway.url(), &client, "q1", &[]);
+    let answer = raw_exchange(
+        &gateway.url(),
+        &format!(
+            "GET /hubs/node?access_token={token} HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\n\
+             upgrade: websocket\r\nsec-websocket-version: 13\r\n\
+             sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(answer.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{answer}");
     assert_eq!(upgrade("13", Some("n1.not-a-real-token")), 401);
     assert_eq!(upgrade("8", None), 426);
 }

@@ -112,3 +112,42 @@ fn a_node_that_stops_reading_is_disconnected_and_others_carry_on() {
         .node("slow")
         .is_ok_and(|v| v["connected"] == true)));
 }
+
+#[test]
+fn a_message_over_the_limit_closes_the_socket_with_1009() {
+    use async_tungstenite::tungstenite::{Error, Message};
+    let scratch = Scratch::new("limits-big");
+    let gateway = start(&scratch);
+    let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
+    let token = pair_quickly(&gateway.url(), &client, "big", &[]);
+    let url = format!("{}/hubs/node", gateway.url().replace("http://", "ws://"));
+    let mut socket = gateway_support::open_socket(&url, Some(token.bearer())).expect("upgraded");
+    socket
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let huge = vec![b'x'; 6 * 1024 * 1024];
+    // The gateway may close while this is still being written.
+    let _ = socket.send(Message::Binary(huge.into()));
+    let closed_with = loop {
+        match socket.read() {
+            Ok(Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                panic!("the socket stayed open")
+            }
+            Err(_) => break None,
+        }
+    };
+    // The Close with 1009 arrives unless the reset of the unread rest of the message beat it.
+    if let Some(code) = closed_with {
+        assert_eq!(code, 1009);
+    }
+    assert!(
+        (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            client.node("big").is_ok_and(|v| v["connected"] == false)
+        }),
+        "the gateway let the connection go"
+    );
+}

@@ -291,7 +291,7 @@ impl TestNode {
 }
 
 /// Opens a blocking WebSocket to `url` (ws://), with a short read timeout for stepping.
-fn open_socket(
+pub fn open_socket(
     url: &str,
     bearer: Option<String>,
 ) -> Result<WebSocket<TcpStream>, (Option<u16>, String)> {
