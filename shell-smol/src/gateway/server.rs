@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub max_body: usize,
     pub handshake_timeout: Duration,
     pub outbound_queue: usize,
+    /// Where upgraded sockets get their own task (weak: the executor owns the tasks).
+    pub executor: std::sync::Weak<Executor<'static>>,
     next_conn: AtomicU64,
 }
 
@@ -112,7 +114,9 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         .name("nodelink-driver".into())
         .spawn(move || driver.run())?;
 
+    let executor = Arc::new(Executor::new());
     let shared = Arc::new(Shared {
+        executor: Arc::downgrade(&executor),
         to_driver,
         metrics,
         admin_token: admin_token.clone(),
@@ -123,7 +127,6 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         outbound_queue: config.outbound_queue.max(1),
         next_conn: AtomicU64::new(1),
     });
-    let executor = Arc::new(Executor::new());
     let (stop_executor, stop_rx) = smol::channel::bounded::<()>(1);
     let threads = (0..thread_count(config.threads))
         .map(|i| {
