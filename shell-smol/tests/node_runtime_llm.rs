@@ -77,6 +77,7 @@ fn task(id: u32, content: &str) -> String {
     .to_string()
 }
 
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
 /// Runs `server` on one accepted WebSocket; returns what it returned, or fails after LIMIT.
 fn serve<T: Send + 'static>(
     server: impl FnOnce(
