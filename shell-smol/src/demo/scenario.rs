@@ -14,7 +14,13 @@ use crate::gateway::{start, OperatorClient, RunningGateway, ServerConfig};
 use crate::node::{spawn_node, NodeExit, NodeHandle, RuntimeConfig, StateDir};
 
 /// The scopes the operator grants: everything the demo runs except `demo.secret`.
-const GRANTED: &[&str] = &["system.info", "demo.echo", "demo.blob", "demo.sleep", "demo.gpu"];
+const GRANTED: &[&str] = &[
+    "system.info",
+    "demo.echo",
+    "demo.blob",
+    "demo.sleep",
+    "demo.gpu",
+];
 const NODES: [&str; 3] = ["demo-node-1", "demo-node-2", "demo-node-3"];
 /// How long any one step may take before the demo calls it failed.
 const STEP_LIMIT: Duration = Duration::from_secs(15);
@@ -62,7 +68,10 @@ fn scenario(report: &Report, dir: &Path) -> Result<(), String> {
     config.threads = Some(2);
     let gateway = start(config).map_err(|e| format!("the gateway did not start: {e}"))?;
     let url = gateway.url();
-    report.log("gateway", format!("listening at {url} (SQLite store in a temp dir)"));
+    report.log(
+        "gateway",
+        format!("listening at {url} (SQLite store in a temp dir)"),
+    );
     let operator = OperatorClient::new(&url, gateway.admin_token());
     let result = with_gateway(report, dir, &gateway, &operator);
     gateway.shutdown();
@@ -95,7 +104,12 @@ fn with_gateway(
     result
 }
 
-fn start_node(report: &Report, dir: &Path, url: &str, name: &'static str) -> Result<DemoNode, String> {
+fn start_node(
+    report: &Report,
+    dir: &Path,
+    url: &str,
+    name: &'static str,
+) -> Result<DemoNode, String> {
     let dialect = Dialect::Hub {
         protocol: HubProtocol::Json,
         transport: Transport::Auto,
@@ -161,7 +175,11 @@ fn describe(event: &NodeEvent) -> Option<String> {
     })
 }
 
-fn with_nodes(report: &Report, operator: &OperatorClient, nodes: &mut [DemoNode]) -> Result<(), String> {
+fn with_nodes(
+    report: &Report,
+    operator: &OperatorClient,
+    nodes: &mut [DemoNode],
+) -> Result<(), String> {
     pair_all(report, operator, nodes)?;
     heartbeats(report, operator)?;
     commands(report, operator, nodes)?;
@@ -274,7 +292,10 @@ fn send(
             (Err(error.to_string()), outcome)
         }
     };
-    report.log(node, format!("{command} -> {outcome} in {} ms", latency.as_millis()));
+    report.log(
+        node,
+        format!("{command} -> {outcome} in {} ms", latency.as_millis()),
+    );
     report.command(CommandRow {
         command: command.to_owned(),
         node: node.to_owned(),
@@ -299,11 +320,19 @@ fn outcome_of(value: &Value) -> String {
 fn commands(report: &Report, operator: &OperatorClient, nodes: &[DemoNode]) -> Result<(), String> {
     let [n1, n2, n3] = [&nodes[0], &nodes[1], &nodes[2]];
 
-    let (info, outcome) = send(report, operator, n1.name, "system.info", json!({}), "demo executor");
-    let hostname = info
-        .as_ref()
-        .ok()
-        .and_then(|v| v["result"]["result"]["hostname"].as_str().map(str::to_owned));
+    let (info, outcome) = send(
+        report,
+        operator,
+        n1.name,
+        "system.info",
+        json!({}),
+        "demo executor",
+    );
+    let hostname = info.as_ref().ok().and_then(|v| {
+        v["result"]["result"]["hostname"]
+            .as_str()
+            .map(str::to_owned)
+    });
     report.check(
         "system.info answers the host's name",
         outcome == "ok" && hostname.is_some(),
@@ -323,9 +352,10 @@ fn commands(report: &Report, operator: &OperatorClient, nodes: &[DemoNode]) -> R
         .as_ref()
         .ok()
         .and_then(|v| v["result"]["result"]["data"].as_str().map(str::len));
-    let intact = blob_answer.as_ref().ok().is_some_and(|v| {
-        v["result"]["result"]["data"].as_str() == Some(blob(BLOB_BYTES).as_str())
-    });
+    let intact = blob_answer
+        .as_ref()
+        .ok()
+        .is_some_and(|v| v["result"]["result"]["data"].as_str() == Some(blob(BLOB_BYTES).as_str()));
     report.check(
         "the 3 MiB result arrives whole and intact",
         outcome == "ok" && intact,
@@ -366,10 +396,19 @@ fn commands(report: &Report, operator: &OperatorClient, nodes: &[DemoNode]) -> R
 }
 
 fn cancel(report: &Report, operator: &OperatorClient, node: &DemoNode) -> Result<(), String> {
-    report.log("operator", format!("sends demo.sleep (10 s) to {}", node.name));
+    report.log(
+        "operator",
+        format!("sends demo.sleep (10 s) to {}", node.name),
+    );
     let started = Instant::now();
     let sent = operator
-        .send(node.name, "demo.sleep", json!({"ms": 10_000}), Duration::from_secs(20), false)
+        .send(
+            node.name,
+            "demo.sleep",
+            json!({"ms": 10_000}),
+            Duration::from_secs(20),
+            false,
+        )
         .map_err(|e| format!("sending demo.sleep: {e}"))?;
     let id = sent["commandId"]
         .as_str()
@@ -387,7 +426,10 @@ fn cancel(report: &Report, operator: &OperatorClient, node: &DemoNode) -> Result
         (view["status"] == json!("finished")).then_some(view)
     });
     let latency = started.elapsed();
-    let outcome = finished.as_ref().map(outcome_of).unwrap_or_else(|e| e.clone());
+    let outcome = finished
+        .as_ref()
+        .map(outcome_of)
+        .unwrap_or_else(|e| e.clone());
     let stopped = wait_for("the executor to stop", || {
         (node.counters.sleeps_cancelled.load(Ordering::SeqCst) > 0).then_some(())
     })
@@ -399,7 +441,10 @@ fn cancel(report: &Report, operator: &OperatorClient, node: &DemoNode) -> Result
         latency,
         note: "10 s sleep, cancelled while running".into(),
     });
-    report.log(node.name, format!("demo.sleep -> {outcome}; executor stopped: {stopped}"));
+    report.log(
+        node.name,
+        format!("demo.sleep -> {outcome}; executor stopped: {stopped}"),
+    );
     report.check(
         "a cancelled command ends `cancelled` and its executor stops",
         outcome == "cancelled" && stopped,
@@ -414,7 +459,9 @@ fn revoke(report: &Report, operator: &OperatorClient, node: &mut DemoNode) -> Re
         .revoke(node.name, "demo: decommissioned")
         .map_err(|e| format!("revoking {}: {e}", node.name))?;
     let handle = node.handle.take().ok_or("node gone")?;
-    let ended = wait_for("the revoked node to end", || handle.is_finished().then_some(()));
+    let ended = wait_for("the revoked node to end", || {
+        handle.is_finished().then_some(())
+    });
     if ended.is_err() {
         handle.stop();
     }
@@ -423,7 +470,10 @@ fn revoke(report: &Report, operator: &OperatorClient, node: &mut DemoNode) -> Re
     report.check(
         "a revoked node stops and deletes its token",
         matches!(exit, NodeExit::Revoked { .. }) && !node.state.token_path().exists(),
-        format!("{exit}; token file exists: {}", node.state.token_path().exists()),
+        format!(
+            "{exit}; token file exists: {}",
+            node.state.token_path().exists()
+        ),
     );
     let status = wait_for("the gateway to list the node as revoked", || {
         let view = operator.nodes().ok()?;
@@ -433,7 +483,9 @@ fn revoke(report: &Report, operator: &OperatorClient, node: &mut DemoNode) -> Re
     report.check(
         "the gateway lists the node as revoked",
         status.is_ok(),
-        status.map(|v| v["status"].to_string()).unwrap_or_else(|e| e),
+        status
+            .map(|v| v["status"].to_string())
+            .unwrap_or_else(|e| e),
     );
     Ok(())
 }
@@ -447,10 +499,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "nodelink-demo-{}-{nanos}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("nodelink-demo-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         Ok(TempDir(path))
