@@ -50,6 +50,7 @@ enum Input {
 /// A WebSocket whose TCP connection a helper thread is making.
 struct Connecting {
     request: Request,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     host: String,
     tls: bool,
     deadline: Instant,
