@@ -383,7 +383,9 @@ impl Runner {
         }
         let host = pending.host.trim_start_matches('[').trim_end_matches(']');
         let session = self.tls.connect(host)?;
-        Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(session, tcp))))
+        Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(
+            session, tcp,
+        ))))
     }
 
     #[cfg(not(feature = "tls"))]
@@ -504,15 +506,17 @@ impl Runner {
     fn sample_stats(&mut self, now: Instant) {
         if let Some(sample) = &mut self.stats {
             let stats = sample();
-            self.inbox.push_back(Input::Node(NodeInput::HostStats(stats)));
+            self.inbox
+                .push_back(Input::Node(NodeInput::HostStats(stats)));
             self.stats_at = Some(now + self.stats_interval);
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let sockets = self.conns.values().filter_map(|c| {
-            (c.is_handshaking() || c.is_closing()).then_some(c.deadline)
-        });
+        let sockets = self
+            .conns
+            .values()
+            .filter_map(|c| (c.is_handshaking() || c.is_closing()).then_some(c.deadline));
         let connects = self.connecting.values().map(|c| c.deadline);
         [self.node.poll_timeout(), self.stats_at]
             .into_iter()

@@ -121,7 +121,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nodelink-blocking-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("nodelink-blocking-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -140,7 +141,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(state.token_path()).unwrap().permissions().mode();
+            let mode = fs::metadata(state.token_path())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
             let mode = fs::metadata(state.path()).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o700);
@@ -156,9 +160,16 @@ mod tests {
         let dir = temp_dir("damaged");
         let state = StateDir::new(&dir);
         fs::create_dir_all(&dir).unwrap();
-        fs::write(state.token_path(), r#"{"gatewayUrl":"http://x","token":"no-dot"}"#).unwrap();
+        fs::write(
+            state.token_path(),
+            r#"{"gatewayUrl":"http://x","token":"no-dot"}"#,
+        )
+        .unwrap();
         let error = state.load().unwrap_err().to_string();
-        assert!(error.contains("token.json") && error.contains("`token`"), "{error}");
+        assert!(
+            error.contains("token.json") && error.contains("`token`"),
+            "{error}"
+        );
         let _ = fs::remove_dir_all(dir);
     }
 }

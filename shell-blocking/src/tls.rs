@@ -87,7 +87,9 @@ fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Tls(format!("{what}: {e}")))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!("{what}: no CERTIFICATE in the PEM file")));
+        return Err(Error::Tls(format!(
+            "{what}: no CERTIFICATE in the PEM file"
+        )));
     }
     Ok(certs)
 }

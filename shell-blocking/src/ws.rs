@@ -12,8 +12,8 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use nodelink_core::node::WsFrame;
 use tungstenite::handshake::client::ClientHandshake;
-use tungstenite::handshake::MidHandshake;
 use tungstenite::handshake::client::Request;
+use tungstenite::handshake::MidHandshake;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Error, HandshakeError, Message, WebSocket};
@@ -209,7 +209,10 @@ impl Conn {
                             .map(|b| String::from_utf8_lossy(&b[..b.len().min(MAX_DETAIL)]))
                             .unwrap_or_default()
                             .into_owned();
-                        (Some(status), format!("upgrade refused with {status}: {body}"))
+                        (
+                            Some(status),
+                            format!("upgrade refused with {status}: {body}"),
+                        )
                     }
                     other => (None, format!("WebSocket upgrade failed: {other}")),
                 };

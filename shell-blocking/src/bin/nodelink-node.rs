@@ -242,20 +242,19 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             Identity::Unpaired { node_id: None },
         )
     } else {
-        let stored = state
-            .load()
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "no token in {}: run `nodelink-node pair --gateway URL` first",
-                    state.token_path().display()
-                )
-            })?;
+        let stored = state.load().map_err(|e| e.to_string())?.ok_or_else(|| {
+            format!(
+                "no token in {}: run `nodelink-node pair --gateway URL` first",
+                state.token_path().display()
+            )
+        })?;
         let transport = match args.transport.as_deref() {
             None | Some("auto") => Transport::Auto,
             Some("ws") => Transport::WebSocket,
             Some("polling") => Transport::Polling,
-            Some(other) => return Err(format!("--transport: `{other}` is not auto, ws or polling")),
+            Some(other) => {
+                return Err(format!("--transport: `{other}` is not auto, ws or polling"))
+            }
         };
         let protocol = match args.protocol.as_deref() {
             None | Some("json") => HubProtocol::Json,
