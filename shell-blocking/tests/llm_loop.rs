@@ -110,6 +110,7 @@ fn listener() -> (TcpListener, u16) {
 }
 
 /// Accepts one WebSocket and checks the LLM dialect's query parameters arrived.
+#[allow(clippy::result_large_err)] // the callback's error type is tungstenite's
 fn accept(listener: &TcpListener) -> WebSocket<TcpStream> {
     let (tcp, _) = listener.accept().unwrap();
     tcp.set_read_timeout(Some(LIMIT)).unwrap();
