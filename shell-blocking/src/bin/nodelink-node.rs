@@ -150,15 +150,17 @@ fn quiet() -> bool {
 }
 
 fn log(event: &NodeEvent) {
+    if let NodeEvent::PairingCode(code) = event {
+        // Always shown: the operator needs it, whatever the log level.
+        println!("pairing code: {code}  (approve it on the gateway)");
+        return;
+    }
     if quiet() {
         return;
     }
     match event {
-        // The token never goes to a log.
+        // The token never goes to a log (NodeToken's Debug redacts it too).
         NodeEvent::Paired { gateway_url, .. } => eprintln!("paired with {gateway_url}"),
-        NodeEvent::PairingCode(code) => {
-            println!("pairing code: {code}  (approve it on the gateway)")
-        }
         other => eprintln!("{other:?}"),
     }
 }
