@@ -64,7 +64,14 @@ impl Executors {
         let spawned = std::thread::Builder::new()
             .name("nodelink-cmd".into())
             .spawn(move || {
-                let outcome = set.run(&request, &context);
+                // A panicking executor still answers its command, and the node lives on.
+                let run = std::panic::AssertUnwindSafe(|| set.run(&request, &context));
+                let outcome = std::panic::catch_unwind(run).unwrap_or_else(|_| {
+                    Err(command_error(
+                        ErrorCode::InternalError,
+                        format!("the executor of `{}` panicked", request.command),
+                    ))
+                });
                 context.notify.send(Msg::Finished {
                     command_id: request.command_id,
                     outcome,

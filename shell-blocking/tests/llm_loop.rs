@@ -34,6 +34,9 @@ impl Executor for Chat {
 
     fn run(&self, request: &ExecuteRequest, context: &dyn RunContext) -> Outcome {
         let prompt = request.params.to_string();
+        if prompt.contains("panic") {
+            panic!("this executor panics on purpose");
+        }
         if prompt.contains("wait for stop") {
             let until = Instant::now() + LIMIT;
             while !context.is_cancelled() && Instant::now() < until {
@@ -146,6 +149,18 @@ fn a_task_streams_its_text_from_the_executor_thread_and_finishes() {
     // A second task on the same socket: the loop keeps serving.
     ws.send(task(8, "again")).unwrap();
     assert_eq!(collect_result(&mut ws, 8), "hello world");
+    stop(node);
+}
+
+#[test]
+fn a_panicking_executor_still_finishes_its_task_and_the_node_serves_on() {
+    let (listener, port) = listener();
+    let node = spawn(options(format!("ws://127.0.0.1:{port}/ws"), Arc::default())).unwrap();
+    let mut ws = accept(&listener);
+    ws.send(task(4, "panic")).unwrap();
+    assert_eq!(collect_result(&mut ws, 4), "");
+    ws.send(task(5, "hi")).unwrap();
+    assert_eq!(collect_result(&mut ws, 5), "hello world");
     stop(node);
 }
 
