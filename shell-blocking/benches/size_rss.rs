@@ -33,7 +33,10 @@ fn stripped_size(dir: &Path) -> (u64, &'static str) {
             .status()
             .is_ok_and(|s| s.success());
     if stripped {
-        (std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0), "stripped")
+        (
+            std::fs::metadata(&copy).map(|m| m.len()).unwrap_or(0),
+            "stripped",
+        )
     } else {
         let size = std::fs::metadata(BIN).map(|m| m.len()).unwrap_or(0);
         (size, "as built (no `strip` found)")

@@ -111,6 +111,13 @@ fn pair_then_run_serves_builtins_and_a_revoke_ends_it() {
         pair.stderr()
     );
     assert!(state.join("token.json").exists());
+    let again = Command::new(BIN)
+        .args(["pair", "--gateway", &gateway.url(), "--state-dir"])
+        .arg(&state)
+        .output()
+        .expect("pair again runs");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
     // run: online, the built-in system.info answers; system.execute is granted by the gateway
     // but not offered: the operator did not pass `--allow system.execute`.
@@ -171,8 +178,10 @@ fn help_lists_both_commands_and_a_bad_flag_exits_2() {
         "--gateway",
         "--transport",
         "--allow",
-        "--ca-file",
+        "--ca-cert",
         "--state-dir",
+        "--slots",
+        "--force",
     ] {
         assert!(text.contains(needle), "--help lacks {needle}");
     }

@@ -18,34 +18,43 @@ const HELP: &str = "\
 nodelink-node: a nodelink worker node for minimal hosts (mio + std threads)
 
 USAGE:
-    nodelink-node pair --gateway URL [--node-id ID] [--name NAME] [--state-dir DIR] [--ca-file PEM]
+    nodelink-node pair --gateway URL [--node-id ID] [--name NAME] [--state-dir DIR] [--force]
+                       [--ca-cert PEM]
     nodelink-node run [--state-dir DIR] [--transport auto|ws|polling] [--protocol json|messagepack]
-                      [--allow SCOPE...] [--ca-file PEM]
+                      [--allow SCOPE...] [--slots N] [--gateway URL] [--ca-cert PEM]
     nodelink-node run --dialect llm --server URL --token TOKEN --model MODEL --name NAME
-                      [--max-concurrency N] [--ca-file PEM]
+                      [--max-concurrency N] [--ca-cert PEM]
 
 COMMANDS:
     pair    Ask the gateway to pair: prints a pairing code for the operator to approve, waits
             until approved (or rejected, or expired), and stores the token in the state
-            directory (token.json, mode 0600).
+            directory (token.json, mode 0600). Refuses when a token is stored already.
+            Exits 0 when paired, 4 when rejected or expired.
     run     Connect with the stored token, heartbeat with host statistics, run commands,
-            reconnect with backoff. Exits 0 when stopped (Ctrl-C ends the process), 3 when the
-            gateway revokes the node (its token file is deleted first).
+            reconnect with backoff. Exits 3 when the gateway revokes the node (its token file
+            is deleted first), 4 when the gateway refuses the token for good. Other exit
+            statuses: 1 an error (message on stderr), 2 a usage error.
 
 OPTIONS:
     --gateway URL           The gateway's base URL (http:// or https://)          [pair]
     --node-id ID            The node id to ask for (default: one is generated)     [pair]
     --name NAME             A display name sent with the pairing request           [pair]
+    --force                 Pair again although a token is stored; the new token replaces
+                            it once approved                                       [pair]
+    --gateway URL           Use this gateway URL instead of the stored one          [run]
+    --slots N               Commands run at once (default 4); one more is `busy`   [run]
     --state-dir DIR         Where the token is kept (default: $NODELINK_STATE_DIR,
                             else $XDG_STATE_HOME/nodelink, else ~/.local/state/nodelink)
     --transport MODE        auto (WebSocket, falling back to HTTP polling; default),
                             ws (WebSocket only) or polling (HTTP polling only)     [run]
     --protocol NAME         SignalR hub protocol: json (default) or messagepack   [run]
-    --allow SCOPE...        Opt in to commands that are off by default:
-                            system.execute (run a program), gpu.kernel (kernel.run).
-                            Repeat the flag or list several values.               [run]
-    --ca-file PEM           Trust only the CA certificates in this PEM file for
-                            wss:// and https:// (instead of the built-in Mozilla roots)
+    --allow SCOPE...        Scopes the node allows beyond those of its commands, and the
+                            consent needed for system.execute (run a program) and
+                            gpu.kernel (kernel.run), which are off otherwise, whatever
+                            the gateway grants. Repeat the flag or list values.    [run]
+    --ca-cert PEM           Trust only the CA certificates in this PEM file for wss:// and
+                            https:// (instead of the built-in Mozilla roots); also
+                            $NODELINK_CA_CERT. (--ca-file is an alias.)
     --dialect hub|llm       hub (default): the SignalR node contract; llm: the LLM node
                             dialect (one WebSocket to --server, tasks run as llm.chat) [run]
     --server URL            LLM dialect: ws(s)://host/ws                          [run]
@@ -56,7 +65,9 @@ OPTIONS:
     -V, --version           Print the version
 
 ENVIRONMENT:
-    NODELINK_LOG=quiet      Print only errors and the final outcome.
+    NODELINK_LOG=quiet      Print only the pairing code, errors and the final outcome.
+    NODELINK_STATE_DIR      The default state directory.
+    NODELINK_CA_CERT        The default --ca-cert.
 ";
 
 /// Exit status when the gateway revoked the node.
@@ -75,6 +86,8 @@ struct Args {
     protocol: Option<String>,
     allow: Vec<String>,
     ca_file: Option<PathBuf>,
+    force: bool,
+    slots: Option<usize>,
     dialect: Option<String>,
     server: Option<String>,
     token: Option<String>,
@@ -108,7 +121,9 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
                         .extend(value.split(',').filter(|s| !s.is_empty()).map(String::from));
                 }
             }
-            Long("ca-file") => args.ca_file = Some(parser.value()?.into()),
+            Long("ca-cert") | Long("ca-file") => args.ca_file = Some(parser.value()?.into()),
+            Long("force") => args.force = true,
+            Long("slots") => args.slots = Some(parser.value()?.parse()?),
             Long("dialect") => args.dialect = Some(parser.value()?.string()?),
             Long("server") => args.server = Some(parser.value()?.string()?),
             Long("token") => args.token = Some(parser.value()?.string()?),
@@ -172,6 +187,12 @@ fn state_dir(args: &Args) -> StateDir {
 fn pair(args: &Args) -> Result<ExitCode, String> {
     let gateway = args.gateway.clone().ok_or("pair needs --gateway URL")?;
     let state = state_dir(args);
+    if !args.force && state.load().map_err(|e| e.to_string())?.is_some() {
+        return Err(format!(
+            "a token is stored in {} already; pass --force to pair again",
+            state.token_path().display()
+        ));
+    }
     let dialect = Dialect::Hub {
         protocol: HubProtocol::Json,
         transport: Transport::Auto,
@@ -184,7 +205,7 @@ fn pair(args: &Args) -> Result<ExitCode, String> {
     config.platform = platform();
     let mut options = NodeOptions::new(config, ExecutorSet::new());
     options.state_dir = Some(state.clone());
-    options.ca_file = args.ca_file.clone();
+    options.ca_file = ca_file(args);
     let runner = Runner::new(options).map_err(|e| e.to_string())?;
     let exit = runner
         .run(|event| {
@@ -218,13 +239,15 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         Some(other) => return Err(format!("--dialect: `{other}` is not hub or llm")),
     };
     let state = state_dir(args);
-    let mut allow = ScopeSet::new();
-    for scope in &args.allow {
-        let entry = nodelink_core::scope::ScopeEntry::parse(scope)
-            .map_err(|e| format!("--allow {scope}: {e}"))?;
-        allow.insert(entry);
-    }
+    let allow = ScopeSet::parse(&args.allow).map_err(|e| format!("--allow: {e}"))?;
     let executors = executors(&allow);
+    // The local policy: the scopes of the commands offered, plus what --allow names.
+    let offered = executors
+        .specs()
+        .into_iter()
+        .filter_map(|s| s.required_scope);
+    let local_scopes = ScopeSet::parse(offered.chain(args.allow.iter().cloned()))
+        .map_err(|e| format!("--allow: {e}"))?;
     let mut config = if llm {
         let need = |value: &Option<String>, flag: &str| {
             value
@@ -267,13 +290,18 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             protocol,
             transport,
         };
-        NodeConfig::new(stored.gateway_url, dialect, Identity::Paired(stored.token))
+        let url = args.gateway.clone().unwrap_or(stored.gateway_url);
+        NodeConfig::new(url, dialect, Identity::Paired(stored.token))
     };
+    config.local_scopes = local_scopes;
+    if let Some(slots) = args.slots {
+        config.limits.slots = slots.max(1);
+    }
     config.platform = platform();
     config.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut options = NodeOptions::new(config, executors);
     options.state_dir = Some(state.clone());
-    options.ca_file = args.ca_file.clone();
+    options.ca_file = ca_file(args);
     options.stats = stats_sampler();
     options.stats_interval = Duration::from_secs(10);
     let runner = Runner::new(options).map_err(|e| e.to_string())?;
@@ -298,6 +326,14 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             Ok(ExitCode::from(EXIT_UNPAIRED))
         }
     }
+}
+
+fn ca_file(args: &Args) -> Option<PathBuf> {
+    args.ca_file.clone().or_else(|| {
+        std::env::var_os("NODELINK_CA_CERT")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
 }
 
 fn platform() -> String {
