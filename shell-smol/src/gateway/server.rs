@@ -34,6 +34,10 @@ pub(crate) struct Shared {
     pub max_message: usize,
     /// The largest HTTP request body accepted (413 beyond).
     pub max_body: usize,
+    pub handshake_timeout: Duration,
+    pub outbound_queue: usize,
+    /// Where upgraded sockets get their own task (weak: the executor owns the tasks).
+    pub executor: std::sync::Weak<Executor<'static>>,
     next_conn: AtomicU64,
 }
 
@@ -54,6 +58,8 @@ pub struct RunningGateway {
     stop_executor: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     driver: Option<JoinHandle<()>>,
+    /// Why the driver stopped on its own (a store failure).
+    failed: smol::channel::Receiver<String>,
 }
 
 pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError> {
@@ -95,27 +101,32 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
 
     let metrics = Arc::new(Metrics::default());
     let (to_driver, driver_rx) = smol::channel::bounded(DRIVER_QUEUE);
-    let driver = Driver::new(
+    let mut driver = Driver::new(
         gateway,
         store,
         driver_rx,
         Arc::clone(&metrics),
         default_timeout,
     );
+    let (failed_tx, failed) = smol::channel::bounded(1);
+    driver.on_failure(failed_tx);
     let driver = std::thread::Builder::new()
         .name("nodelink-driver".into())
         .spawn(move || driver.run())?;
 
+    let executor = Arc::new(Executor::new());
     let shared = Arc::new(Shared {
+        executor: Arc::downgrade(&executor),
         to_driver,
         metrics,
         admin_token: admin_token.clone(),
         tls,
         max_message,
         max_body: max_message,
+        handshake_timeout: config.handshake_timeout,
+        outbound_queue: config.outbound_queue.max(1),
         next_conn: AtomicU64::new(1),
     });
-    let executor = Arc::new(Executor::new());
     let (stop_executor, stop_rx) = smol::channel::bounded::<()>(1);
     let threads = (0..thread_count(config.threads))
         .map(|i| {
@@ -144,6 +155,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         stop_executor: Some(stop_executor),
         threads,
         driver: Some(driver),
+        failed,
     })
 }
 
@@ -195,6 +207,15 @@ impl RunningGateway {
 
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// Resolves when the gateway stopped on its own, with why (the store could not be written:
+    /// it then answers nothing more). A graceful [`shutdown`](Self::shutdown) never resolves it.
+    pub async fn failed(&self) -> String {
+        match self.failed.recv().await {
+            Ok(why) => why,
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Graceful shutdown: stop accepting, close every hub connection with allowReconnect, flush
