@@ -106,6 +106,7 @@ fn kernel_run_needs_its_scope_and_a_gpu() {
         json!({"source": SCALE, "entry": "scale", "grid": 1, "block": [64, 64]}),
         json!({"source": SCALE, "entry": "scale", "grid": 1, "block": 1, "args": [{"f16": 1}]}),
         json!({"source": SCALE, "entry": "scale", "grid": 1, "block": 1, "args": [{"buffer": {}}]}),
+        json!({"source": SCALE, "entry": "scale", "grid": 1, "block": 1, "args": [{"buffer": {"len": 0}}]}),
     ] {
         assert!(validate(&bad).is_err(), "{bad} passed");
     }

@@ -128,6 +128,9 @@ fn check(params: &Value) -> Result<Checked, String> {
                 (None, Some(len)) => len,
                 (None, None) => return Err(format!("`args[{i}]`: a buffer needs `data` or `len`")),
             };
+            if len == 0 {
+                return Err(format!("`args[{i}]`: a buffer needs at least one element"));
+            }
             total = total.saturating_add(len);
         }
     }

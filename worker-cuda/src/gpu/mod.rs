@@ -4,7 +4,7 @@
 //! lane; a lane creates its cudarc context on first use; every cudarc call runs inside
 //! [`Gpu::on_lane`], which turns a panic into `internal_error` instead of taking the node down.
 
-pub(crate) mod device;
+pub mod device;
 mod kernel;
 pub mod lanes;
 pub mod probe;
