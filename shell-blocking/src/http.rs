@@ -26,6 +26,11 @@ impl HttpClient {
             // Every status goes to the machine: it judges 4xx/5xx itself.
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            // ureq's 128 KiB buffers stay allocated with each pooled connection; the node's
+            // requests are small JSON (bodies stream past the buffer), so 16 KiB is plenty.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
+            .max_idle_connections(2)
             .user_agent(concat!("nodelink-node/", env!("CARGO_PKG_VERSION")));
         #[cfg(feature = "tls")]
         let config = config.tls_config(tls.ureq_config());
