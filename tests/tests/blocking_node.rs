@@ -282,6 +282,35 @@ fn pairs_heartbeats_and_runs_commands<N: NodeUnderTest>(protocol: HubProtocol) {
         })
     });
 
+    // A slow command does not hold the heartbeat back: the reported uptime moves on while it
+    // runs (the heartbeat interval is 300 ms here).
+    let tag = scratch.0.display().to_string();
+    let slow = client
+        .send(
+            "n1",
+            "test.slow",
+            json!({"ms": 2500, "tag": tag}),
+            Duration::from_secs(5),
+            false,
+        )
+        .expect("dispatched");
+    let slow_id = slow["commandId"].as_str().expect("an id").to_string();
+    eventually("the slow command's start", || slow_started(&tag) == 1);
+    let uptime = || {
+        client
+            .node("n1")
+            .ok()
+            .and_then(|v| v["lastHeartbeat"]["uptime"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = uptime();
+    eventually("a heartbeat during the slow command", || uptime() > before);
+    let status = client.command(&slow_id).expect("the slow command");
+    assert_ne!(
+        status["status"], "finished",
+        "the heartbeat came only after: {status}"
+    );
+
     let outcome = send(&client, "n1", "test.echo", json!({"x": 1}));
     assert_eq!(outcome["ok"], true, "{outcome}");
     assert_eq!(outcome["result"]["result"]["echo"]["x"], 1, "{outcome}");
