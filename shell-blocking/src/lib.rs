@@ -37,6 +37,7 @@ use std::time::Duration;
 use nodelink_core::node::executor::ExecutorSet;
 use nodelink_core::node::{HostStats, NodeConfig, NodeEvent};
 
+mod dial;
 mod exec;
 mod http;
 mod notify;

@@ -8,7 +8,6 @@
 //! outputs drained in between.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -18,10 +17,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use nodelink_core::node::commands::{Outcome, Progress};
 use nodelink_core::node::{LinkId, Node, NodeEvent, NodeInput, NodeOutput, NodeState, WsFrame};
 use nodelink_core::wire::rest::NodeToken;
-use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::Request;
 use tungstenite::protocol::WebSocketConfig;
 
+use crate::dial::{connect, request_for};
 use crate::exec::Executors;
 use crate::http::HttpClient;
 use crate::notify::{Msg, Notifier};
@@ -552,49 +551,4 @@ impl Runner {
             self.conns.retain(|_, c| !c.is_done());
         }
     }
-}
-
-/// The upgrade request (with the bearer token), and where to connect.
-fn request_for(
-    url: &str,
-    bearer: Option<&NodeToken>,
-) -> Result<(Request, String, u16, bool), String> {
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| format!("bad WebSocket URL: {e}"))?;
-    if let Some(token) = bearer {
-        let value = token
-            .bearer()
-            .parse()
-            .map_err(|_| "the token cannot travel in a header".to_string())?;
-        request.headers_mut().insert("Authorization", value);
-    }
-    let uri = request.uri();
-    let tls = match uri.scheme_str() {
-        Some("wss") => true,
-        Some("ws") => false,
-        other => return Err(format!("not a WebSocket URL scheme: {other:?}")),
-    };
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("no host in {url}"))?
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    Ok((request, host, port, tls))
-}
-
-/// Resolves and connects (blocking: runs on a helper thread), trying each address in turn.
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<std::net::TcpStream, String> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = (bare, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {host}: {e}"))?;
-    let mut last = format!("{host} has no address");
-    for addr in addrs {
-        match std::net::TcpStream::connect_timeout(&addr, timeout) {
-            Ok(tcp) => return Ok(tcp),
-            Err(e) => last = format!("connecting to {addr}: {e}"),
-        }
-    }
-    Err(last)
 }

@@ -2,6 +2,8 @@
 //! code and stores the token once approved; `run` connects, serves the built-in commands, and on
 //! revoke deletes the token and exits 3 with a clear message. Plus `--help` and a bad flag.
 
+#![cfg(feature = "builtins")] // system.info comes from worker-cuda
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

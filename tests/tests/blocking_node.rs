@@ -5,6 +5,8 @@
 //! Every scenario pairs through the real flow (the node's pairing POST repeats every 3 s, a
 //! protocol constant, so each scenario takes a little over 3 s) and bounds every wait.
 mod gateway_support;
+#[path = "blocking_node/proxy.rs"]
+mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -457,7 +459,7 @@ fn falls_back_to_polling_when_websockets_are_blocked<N: NodeUnderTest>() {
     let scratch = Scratch::new("e2e-fallback");
     let gateway = start_gateway(&scratch, "127.0.0.1:0");
     let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
-    let proxy = no_websocket_proxy(gateway.local_addr());
+    let proxy = proxy::no_websocket_proxy(gateway.local_addr());
     let mut spec = spec(&gateway, &scratch, "n6");
     spec.gateway_url = format!("http://{proxy}");
     spec.transport = Transport::Auto;
@@ -474,65 +476,6 @@ fn falls_back_to_polling_when_websockets_are_blocked<N: NodeUnderTest>() {
     );
     node.stop();
     gateway.shutdown();
-}
-
-/// A TCP proxy to `target` that drops every WebSocket upgrade (`GET /hubs/node...`) and
-/// forwards everything else: a network where only plain HTTP gets through.
-fn no_websocket_proxy(target: std::net::SocketAddr) -> std::net::SocketAddr {
-    use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a proxy port");
-    let addr = listener.local_addr().expect("its address");
-    std::thread::spawn(move || {
-        for client in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let _ = client.set_read_timeout(Some(LIMIT));
-                let client = client;
-                let mut head = [0u8; 16];
-                let mut seen = 0;
-                while seen < head.len() {
-                    match client.peek(&mut head) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) if n == seen => std::thread::sleep(Duration::from_millis(5)),
-                        Ok(n) => seen = n,
-                    }
-                }
-                let mut client = client;
-                if head.starts_with(b"GET /hubs/node") {
-                    // Dropped like a firewall would (a 401/403 would read as a refused token).
-                    let _ = client.shutdown(Shutdown::Both);
-                    return;
-                }
-                let _ = client.set_read_timeout(None);
-                let Ok(upstream) = TcpStream::connect(target) else {
-                    return;
-                };
-                let (Ok(mut client_r), Ok(mut upstream_w)) =
-                    (client.try_clone(), upstream.try_clone())
-                else {
-                    return;
-                };
-                let mut upstream_r = upstream;
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut client_r, &mut upstream_w);
-                    let _ = upstream_w.shutdown(Shutdown::Write);
-                });
-                let mut buf = [0u8; 16 * 1024];
-                loop {
-                    match upstream_r.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if client.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = client.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    addr
 }
 
 // ---- the blocking shell -------------------------------------------------------------------------
