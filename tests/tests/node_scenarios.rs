@@ -1,11 +1,12 @@
 //! End-to-end node scenarios against the real gateway server on loopback, written once for any
 //! shell: a scenario is a generic function over [`NodeUnderTest`], and each shell gets one
-//! `#[test]` per scenario (`blocking_*` below; the smol node plugs in the same way).
+//! `#[test]` per scenario: `blocking_*` for the blocking shell (`nodelink-blocking`), `smol_*` for
+//! the async shell (`nodelink::node`).
 //!
 //! Every scenario pairs through the real flow (the node's pairing POST repeats every 3 s, a
 //! protocol constant, so each scenario takes a little over 3 s) and bounds every wait.
 mod gateway_support;
-#[path = "blocking_node/proxy.rs"]
+#[path = "node_scenarios/proxy.rs"]
 mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -268,7 +269,13 @@ fn pairs_heartbeats_and_runs_commands<N: NodeUnderTest>(protocol: HubProtocol) {
     // The token is stored, private.
     let file = token_file(&state_dir);
     let stored = std::fs::read_to_string(&file).expect("token.json");
-    assert!(stored.contains("\"token\":\"n1."), "{stored}");
+    let stored: Value = serde_json::from_str(&stored).expect("token.json is JSON");
+    assert!(
+        stored["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("n1.")),
+        "{stored}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -566,4 +573,100 @@ fn blocking_falls_back_to_polling_when_websockets_are_blocked() {
 #[test]
 fn blocking_polling_transport_runs_commands() {
     polling_transport_runs_commands::<BlockingNode>();
+}
+
+// ---- the smol shell -----------------------------------------------------------------------------
+
+struct SmolNode {
+    handle: Option<nodelink::node::NodeHandle>,
+}
+
+impl NodeUnderTest for SmolNode {
+    fn start(spec: NodeSpec) -> Self {
+        let mut config = nodelink::node::RuntimeConfig::new(spec.config());
+        config.state_dir = Some(nodelink::node::StateDir::new(&spec.state_dir));
+        let stats = spec.stats;
+        config.host_stats = Some(std::sync::Arc::new(move || stats));
+        config.stats_interval = Duration::from_millis(100);
+        config.connect_timeout = Duration::from_secs(2);
+        let handle = nodelink::node::spawn_node(config, spec.executors).expect("the node starts");
+        SmolNode {
+            handle: Some(handle),
+        }
+    }
+
+    fn next_event(&mut self, timeout: Duration) -> Option<NodeEvent> {
+        let events = self.handle.as_ref()?.events();
+        smol::block_on(futures_lite::future::or(
+            async { events.recv().await.ok() },
+            async {
+                smol::Timer::after(timeout).await;
+                None
+            },
+        ))
+    }
+
+    fn wait_end(&mut self, timeout: Duration) -> Option<Ended> {
+        let until = Instant::now() + timeout;
+        while !self.handle.as_ref()?.is_finished() {
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Some(smol_ended(self.handle.take()?.wait()))
+    }
+
+    fn stop(mut self) -> Ended {
+        match self.handle.take() {
+            Some(handle) => {
+                handle.stop();
+                smol_ended(handle.wait())
+            }
+            None => Ended::Other("already ended".into()),
+        }
+    }
+}
+
+fn smol_ended(exit: nodelink::node::NodeExit) -> Ended {
+    match exit {
+        nodelink::node::NodeExit::Stopped => Ended::Stopped,
+        nodelink::node::NodeExit::Revoked { reason } => Ended::Revoked(reason),
+        other => Ended::Other(format!("{other:?}")),
+    }
+}
+
+#[test]
+fn smol_pairs_heartbeats_and_runs_commands_json() {
+    pairs_heartbeats_and_runs_commands::<SmolNode>(HubProtocol::Json);
+}
+
+#[test]
+fn smol_pairs_heartbeats_and_runs_commands_messagepack() {
+    pairs_heartbeats_and_runs_commands::<SmolNode>(HubProtocol::MessagePack);
+}
+
+#[test]
+fn smol_scopes_refuse_then_allow() {
+    scopes_refuse_then_allow::<SmolNode>();
+}
+
+#[test]
+fn smol_revoke_deletes_the_token_and_ends() {
+    revoke_deletes_the_token_and_ends::<SmolNode>();
+}
+
+#[test]
+fn smol_reconnects_after_a_gateway_restart() {
+    reconnects_after_a_gateway_restart::<SmolNode>();
+}
+
+#[test]
+fn smol_falls_back_to_polling_when_websockets_are_blocked() {
+    falls_back_to_polling_when_websockets_are_blocked::<SmolNode>();
+}
+
+#[test]
+fn smol_polling_transport_runs_commands() {
+    polling_transport_runs_commands::<SmolNode>();
 }
