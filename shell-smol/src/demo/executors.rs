@@ -26,7 +26,8 @@ pub struct DemoCounters {
 /// Registers every demo executor, sharing `counters`.
 pub fn demo_executors(counters: &Arc<DemoCounters>) -> ExecutorSet {
     let mut set = ExecutorSet::new();
-    set.register(SystemInfo);
+    // The real built-in: what a node installed with `nodelink node run` answers.
+    set.register(nodelink_worker_cuda::host::SystemInfo);
     set.register(Echo(counters.clone()));
     set.register(Blob);
     set.register(Sleep(counters.clone()));
@@ -41,32 +42,11 @@ pub fn register_demo_executors(set: &mut ExecutorSet) {
     let demo = demo_executors(&counters);
     for name in demo.names().map(str::to_owned).collect::<Vec<_>>() {
         if let Some(executor) = demo.get(&name) {
-            // A real built-in of the same name (system.info) wins.
+            // A built-in already in `set` (system.info) stays.
             if set.get(&name).is_none() {
                 set.register_shared(executor.clone());
             }
         }
-    }
-}
-
-/// `system.info` until the lead wires worker-cuda's built-in: what std knows about the host.
-struct SystemInfo;
-impl Executor for SystemInfo {
-    fn spec(&self) -> CommandSpec {
-        CommandSpec::new("system.info").scope("system.info")
-    }
-    fn run(&self, _: &ExecuteRequest, _: &dyn RunContext) -> Outcome {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|_| "unknown".to_owned());
-        Ok(json!({
-            "hostname": hostname,
-            "os": std::env::consts::OS,
-            "arch": std::env::consts::ARCH,
-            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            "nodelinkVersion": env!("CARGO_PKG_VERSION"),
-            "demo": true,
-        }))
     }
 }
 

@@ -326,7 +326,7 @@ fn commands(report: &Report, operator: &OperatorClient, nodes: &[DemoNode]) -> R
         n1.name,
         "system.info",
         json!({}),
-        "demo executor",
+        "built-in (worker-cuda)",
     );
     let hostname = info.as_ref().ok().and_then(|v| {
         v["result"]["result"]["hostname"]
