@@ -1,6 +1,7 @@
-//! Size and idle memory of `nodelink-node` (issue 9): the stripped binary's bytes, and the
-//! resident set (VmRSS from /proc) of a node connected to a real gateway on loopback and idle.
-//! Targets: <= 3 MB binary, <= 4 MB idle RSS.
+//! Size and idle memory of `nodelink-node` (issue 9), next to the smol shell's `nodelink node`
+//! measured in the same run: the stripped binary's bytes, and the resident set (VmRSS from /proc)
+//! of a node connected to a real gateway on loopback and idle. Targets (the blocking node):
+//! <= 3 MB binary, <= 4 MB idle RSS.
 //!
 //! Run with the size profile (the binary under test is built with the bench's profile):
 //! `cargo bench -p nodelink-blocking --bench size_rss --profile min-size`; or measure a binary
@@ -8,7 +9,6 @@
 //! gateway in that profile: `NODELINK_NODE_BIN=target/min-size/nodelink-node cargo test -p
 //! nodelink-blocking --bench size_rss`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,9 +32,12 @@ impl Drop for Guard {
 }
 
 /// The binary's size after `strip` (a copy is stripped when the build kept symbols).
-fn stripped_size(dir: &Path) -> (u64, &'static str) {
-    let copy = dir.join("nodelink-node.stripped");
-    let stripped = std::fs::copy(bin(), &copy).is_ok()
+fn stripped_size(bin: &str, dir: &Path) -> (u64, &'static str) {
+    let name = Path::new(bin)
+        .file_name()
+        .map_or("bin".into(), |n| n.to_string_lossy().into_owned());
+    let copy = dir.join(format!("{name}.stripped"));
+    let stripped = std::fs::copy(bin, &copy).is_ok()
         && Command::new("strip")
             .arg(&copy)
             .status()
@@ -45,7 +48,7 @@ fn stripped_size(dir: &Path) -> (u64, &'static str) {
             "stripped",
         )
     } else {
-        let size = std::fs::metadata(bin()).map(|m| m.len()).unwrap_or(0);
+        let size = std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
         (size, "as built (no `strip` found)")
     }
 }
@@ -101,56 +104,107 @@ fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// One node binary under test, and how to run its node subcommands.
+struct Subject {
+    label: &'static str,
+    bin: String,
+    /// What goes before `pair` / `run` (`node` for `nodelink node pair`).
+    prefix: &'static [&'static str],
+}
+
+/// The smol shell's `nodelink` binary: `$NODELINK_SMOL_BIN`, else the one next to the binary
+/// under test when the same build made it (`cargo build -p nodelink --profile min-size`).
+fn smol_bin() -> Option<String> {
+    if let Ok(bin) = std::env::var("NODELINK_SMOL_BIN") {
+        return Some(bin);
+    }
+    let sibling = Path::new(&bin()).with_file_name("nodelink");
+    sibling
+        .exists()
+        .then(|| sibling.to_string_lossy().into_owned())
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("nodelink-size-rss-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch dir");
-    let (size, how) = stripped_size(&dir);
 
     let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), dir.join("gw.db"));
     config.threads = Some(2);
     let gateway = nodelink::gateway::start(config).expect("the gateway starts");
     let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
-    let state = dir.join("state");
 
+    let mut subjects = vec![Subject {
+        label: "nodelink-node (blocking shell)",
+        bin: bin(),
+        prefix: &[],
+    }];
+    match smol_bin() {
+        Some(bin) => subjects.push(Subject {
+            label: "nodelink node (smol shell)",
+            bin,
+            prefix: &["node"],
+        }),
+        None => println!(
+            "(the smol node is not measured: no `nodelink` next to {}; build it in the same \
+             profile or set NODELINK_SMOL_BIN)",
+            bin()
+        ),
+    }
+    for (index, subject) in subjects.iter().enumerate() {
+        measure(&gateway.url(), &client, &dir, index, subject);
+    }
+    gateway.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Pairs the subject's node through the operator API, runs it connected and idle, and prints
+/// its stripped size and idle memory.
+fn measure(url: &str, client: &OperatorClient, dir: &Path, index: usize, subject: &Subject) {
+    let (size, how) = stripped_size(&subject.bin, dir);
+    let state = dir.join(format!("state-{index}"));
+    let node_id = format!("bench-{index}");
     let mut pair = Guard(
-        Command::new(bin())
-            .args(["pair", "--gateway", &gateway.url(), "--node-id", "bench"])
+        Command::new(&subject.bin)
+            .args(subject.prefix)
+            .args(["pair", "--gateway", url, "--node-id", &node_id])
             .arg("--state-dir")
             .arg(&state)
             .env("NODELINK_LOG", "quiet")
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .spawn()
             .expect("pair starts"),
     );
-    let stdout = pair.0.stdout.take().expect("stdout");
-    // Keep the pipe open until `pair` exits: it prints once more when paired.
-    let mut lines = BufReader::new(stdout).lines();
-    let line = lines
-        .next()
-        .and_then(Result::ok)
-        .expect("the pairing code line");
-    let code = line
-        .strip_prefix("pairing code: ")
-        .and_then(|r| r.split_whitespace().next())
-        .expect("a code")
-        .to_string();
-    client.approve(&code, &[]).expect("approved");
+    let mut code = None;
+    wait("the pairing request", Duration::from_secs(10), || {
+        code = client.pairings().ok().and_then(|pairings| {
+            pairings
+                .iter()
+                .find(|p| p["nodeId"] == node_id.as_str())
+                .and_then(|p| p["code"].as_str().map(str::to_owned))
+        });
+        code.is_some()
+    });
+    client
+        .approve(code.as_deref().expect("a code"), &[])
+        .expect("approved");
     wait("pairing", Duration::from_secs(10), || {
         pair.0.try_wait().ok().flatten().is_some()
     });
 
     let run = Guard(
-        Command::new(bin())
+        Command::new(&subject.bin)
+            .args(subject.prefix)
             .args(["run", "--transport", "ws"])
             .arg("--state-dir")
             .arg(&state)
             .env("NODELINK_LOG", "quiet")
+            .stdout(Stdio::null())
             .spawn()
             .expect("run starts"),
     );
     wait("the node online", Duration::from_secs(10), || {
-        client.node("bench").is_ok_and(|v| v["online"] == true)
+        client.node(&node_id).is_ok_and(|v| v["online"] == true)
     });
     // Idle: connected, heartbeating, no commands.
     std::thread::sleep(Duration::from_secs(3));
@@ -164,13 +218,13 @@ fn main() {
 
     let size_mb = size as f64 / MB;
     let rss_mb = rss_kb as f64 / 1024.0;
-    println!("nodelink-node ({})", bin());
+    println!("{} ({})", subject.label, subject.bin);
     println!(
-        "  binary size ({how}): {size} bytes = {size_mb:.2} MiB  (target <= 3 MB: {})",
+        "  binary size ({how}): {size} bytes = {size_mb:.2} MiB  (blocking target <= 3 MB: {})",
         if size_mb <= 3.0 { "met" } else { "NOT met" }
     );
     println!(
-        "  idle RSS, connected: {rss_kb} KiB = {rss_mb:.2} MiB, peak {hwm_kb} KiB, {threads} threads  (target <= 4 MB: {})",
+        "  idle RSS, connected: {rss_kb} KiB = {rss_mb:.2} MiB, peak {hwm_kb} KiB, {threads} threads  (blocking target <= 4 MB: {})",
         if rss_mb <= 4.0 { "met" } else { "NOT met" }
     );
     println!("  of which anonymous (heap, stacks): {anon_kb} KiB, file-backed (the binary, libc): {file_kb} KiB");
@@ -178,8 +232,6 @@ fn main() {
     for (name, kb) in rss_by_mapping(pid).into_iter().take(6) {
         println!("    {kb:>6} KiB  {name}");
     }
-    drop(lines);
     drop(run);
-    gateway.shutdown();
-    let _ = std::fs::remove_dir_all(dir);
+    drop(pair);
 }

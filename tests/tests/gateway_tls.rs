@@ -105,3 +105,73 @@ fn missing_or_bad_tls_files_are_refused_at_start() {
     let error = nodelink::gateway::start(config(&scratch, swapped)).err();
     assert!(matches!(error, Some(ServerError::Tls(_))), "{error:?}");
 }
+
+/// A smol node behind a private CA: pairs over HTTPS, then its hub link is a `wss://` WebSocket
+/// through the same TLS acceptor, and the gateway sees it online.
+#[test]
+fn a_node_pairs_and_connects_over_wss_trusting_a_private_ca() {
+    use nodelink_core::node::executor::ExecutorSet;
+    use nodelink_core::node::{Dialect, Identity, NodeConfig, NodeEvent, Transport};
+    use nodelink_core::wire::signalr::HubProtocol;
+
+    let scratch = Scratch::new("tls-node");
+    let (files, cert_pem) = tls_files(&scratch);
+    let ca_file = files.cert.clone();
+    let gateway = nodelink::gateway::start(config(&scratch, files)).expect("starts");
+    let url = gateway.url();
+    let client =
+        OperatorClient::with_root_certs_pem(&url, gateway.admin_token(), cert_pem.as_bytes())
+            .expect("a client");
+
+    let dialect = Dialect::Hub {
+        protocol: HubProtocol::Json,
+        transport: Transport::WebSocket,
+    };
+    let identity = Identity::Unpaired {
+        node_id: Some("tls-node".into()),
+    };
+    let mut node = NodeConfig::new(url.clone(), dialect, identity);
+    node.heartbeat_interval = Duration::from_millis(300);
+    let mut runtime = nodelink::node::RuntimeConfig::new(node);
+    runtime.tls.extra_ca_pem = Some(ca_file);
+    runtime.tls.skip_platform_roots = true;
+    runtime.state_dir = Some(nodelink::node::StateDir::new(scratch.0.join("node-state")));
+    let handle = nodelink::node::spawn_node(runtime, ExecutorSet::new()).expect("node starts");
+
+    let next = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let event = smol::block_on(futures_lite::future::or(
+                async { handle.events().recv().await.ok() },
+                async {
+                    smol::Timer::after(left).await;
+                    None
+                },
+            ));
+            match event {
+                Some(NodeEvent::PairingCode(code)) if what == "code" => return code,
+                Some(NodeEvent::Connected { protocol_version }) if what == "connected" => {
+                    return protocol_version
+                }
+                Some(_) => {}
+                None => panic!("no {what} event within 10 s"),
+            }
+        }
+    };
+    let code = next("code");
+    client.approve(&code, &[]).expect("approved over TLS");
+    assert_eq!(next("connected"), "2026-04-01");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let node = client.node("tls-node").expect("the node's view");
+        if node["online"] == true && node["lastHeartbeat"].is_object() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never online: {node}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    handle.stop();
+    assert!(handle.wait().is_success());
+    gateway.shutdown();
+}
