@@ -1,1 +1,94 @@
 //! The gateway server (issue 6): drives `nodelink_core::gateway::Gateway` with real sockets.
+//!
+//! # Shape
+//! One listening port served by hyper (HTTP/1.1): node REST routes and the hub's negotiate go to
+//! the machine, `GET /hubs/node` upgrades to a WebSocket, `/api/admin/...` is the operator API,
+//! `GET /metrics` the Prometheus text. One task, the [driver](driver), owns the machine on its
+//! own thread; every other task talks to it over a channel. Persisted records reach the SQLite
+//! [store](store) before any other output of the same drain is delivered. Connection tasks run
+//! on a `smol::Executor` with one thread per core (`SMOL_THREADS` overrides).
+
+pub mod client;
+mod driver;
+mod http;
+mod io;
+mod metrics;
+mod operator;
+mod server;
+pub mod store;
+mod tls;
+mod token;
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use client::{ClientError, OperatorClient};
+pub use server::RunningGateway;
+pub use store::StoreError;
+
+/// How a gateway server starts; [`ServerConfig::new`] fills in the defaults.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen (`127.0.0.1:0` in tests).
+    pub listen: SocketAddr,
+    /// The SQLite store; the admin token file is `<db>.admin-token` next to it.
+    pub db_path: PathBuf,
+    /// The URL nodes reach this gateway at; default `http(s)://<local addr>`.
+    pub public_url: Option<String>,
+    /// Serve TLS with this certificate chain and key (PEM).
+    pub tls: Option<TlsFiles>,
+    /// The operator API's bearer token; `None`: read the token file, or generate it.
+    pub admin_token: Option<String>,
+    /// The machine's timers and limits (tests and the demo shorten them). Its URLs are replaced
+    /// by the public URL at start.
+    pub machine: nodelink_core::gateway::GatewayConfig,
+    /// Executor threads; `None`: `SMOL_THREADS`, else the number of cores.
+    pub threads: Option<usize>,
+}
+
+/// A PEM certificate chain and its PEM private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr, db_path: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            db_path,
+            public_url: None,
+            tls: None,
+            admin_token: None,
+            machine: nodelink_core::gateway::GatewayConfig::new("http://127.0.0.1"),
+            threads: None,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("admin token: {0}")]
+    AdminToken(String),
+    #[error("the gateway machine: {0}")]
+    Machine(#[from] nodelink_core::gateway::GatewayError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Starts a gateway on its own threads; returns once it listens.
+pub fn start(config: ServerConfig) -> Result<RunningGateway, ServerError> {
+    server::start(config)
+}

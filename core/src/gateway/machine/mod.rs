@@ -12,6 +12,7 @@
 
 mod http;
 mod pump;
+mod shutdown;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
