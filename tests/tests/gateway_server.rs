@@ -4,9 +4,12 @@ mod gateway_support;
 
 use std::time::Duration;
 
-use gateway_support::{node_config, pair_and_connect, start_gateway, Scratch, TestNode};
+use gateway_support::{
+    node_config, pair_and_connect, pair_quickly, paired_config, start_gateway, Scratch, TestNode,
+};
 use nodelink::gateway::OperatorClient;
-use nodelink_core::node::{NodeEvent, NodeState};
+use nodelink_core::node::{Dialect, NodeEvent, NodeState, Transport};
+use nodelink_core::wire::signalr::HubProtocol;
 use serde_json::json;
 
 #[test]
@@ -78,7 +81,8 @@ fn a_node_pairs_connects_heartbeats_and_runs_commands() {
     assert!(metrics.contains("nodelink_dispatch_latency_seconds_count 2\n"));
 
     // Graceful shutdown: the node is told to come back later, and tries to.
-    gateway.shutdown();
+    let stopping = std::thread::spawn(move || gateway.shutdown());
+    assert!(node.run_until(Duration::from_secs(3), |_| stopping.is_finished()));
     assert!(node.run_until(Duration::from_secs(2), |n| n
         .events
         .iter()
@@ -87,4 +91,95 @@ fn a_node_pairs_connects_heartbeats_and_runs_commands() {
         node.state(),
         NodeState::Backoff | NodeState::Connecting
     ));
+}
+
+/// A node with a token from a quick pairing, speaking `protocol` over `transport`.
+fn node_with(
+    gateway: &nodelink::gateway::RunningGateway,
+    client: &OperatorClient,
+    node_id: &str,
+    protocol: HubProtocol,
+    transport: Transport,
+) -> TestNode {
+    let token = pair_quickly(&gateway.url(), client, node_id, &[]);
+    let mut config = paired_config(&gateway.url(), token);
+    config.dialect = Dialect::Hub {
+        protocol,
+        transport,
+    };
+    config.poll_interval = Duration::from_millis(50);
+    TestNode::new(config, 11)
+}
+
+/// Runs `echo` on `node_id` and returns its result, stepping `node` meanwhile.
+fn echo(
+    client: &OperatorClient,
+    node: &mut TestNode,
+    node_id: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    let id = client
+        .send(node_id, "echo", params, Duration::from_secs(5), false)
+        .expect("dispatched")["commandId"]
+        .as_str()
+        .expect("an id")
+        .to_string();
+    assert!(
+        node.run_until(Duration::from_secs(3), |_| client
+            .command(&id)
+            .is_ok_and(|c| c["status"] == "finished")),
+        "{:?}",
+        node.events
+    );
+    client.command(&id).expect("finished")
+}
+
+#[test]
+fn a_messagepack_node_runs_a_command_over_binary_frames() {
+    let scratch = Scratch::new("msgpack");
+    let gateway = start_gateway(&scratch);
+    let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
+    let mut node = node_with(
+        &gateway,
+        &client,
+        "mp",
+        HubProtocol::MessagePack,
+        Transport::WebSocket,
+    );
+    assert!(node.run_until(Duration::from_secs(3), |n| n.state() == NodeState::Ready));
+    let big = "z".repeat(200_000);
+    let finished = echo(&client, &mut node, "mp", json!({"big": big}));
+    assert_eq!(finished["ok"], true, "{finished}");
+    assert_eq!(
+        finished["result"]["result"]["echo"]["big"]
+            .as_str()
+            .map(str::len),
+        Some(200_000)
+    );
+}
+
+#[test]
+fn a_polling_node_heartbeats_and_runs_a_command_over_rest() {
+    let scratch = Scratch::new("polling");
+    let gateway = start_gateway(&scratch);
+    let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
+    let mut node = node_with(
+        &gateway,
+        &client,
+        "poller",
+        HubProtocol::Json,
+        Transport::Polling,
+    );
+    assert!(node.run_until(Duration::from_secs(3), |n| n.state() == NodeState::Polling));
+    assert!(node.run_until(Duration::from_secs(3), |_| {
+        client
+            .node("poller")
+            .is_ok_and(|v| v["online"] == true && v["lastHeartbeat"]["platform"] == "linux")
+    }));
+    assert_eq!(client.node("poller").expect("node")["connected"], false);
+    let finished = echo(&client, &mut node, "poller", json!({"via": "rest"}));
+    assert_eq!(
+        finished["result"]["result"]["echo"]["via"], "rest",
+        "{finished}"
+    );
 }

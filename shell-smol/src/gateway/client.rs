@@ -53,6 +53,37 @@ impl OperatorClient {
         }
     }
 
+    /// A client of an HTTPS gateway whose certificate is signed by one of `pem`'s certificates
+    /// (a private CA, or the gateway's self-signed certificate) instead of the public roots.
+    pub fn with_root_certs_pem(
+        base_url: &str,
+        admin_token: &str,
+        pem: &[u8],
+    ) -> Result<Self, ClientError> {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+            .map(|c| c.map(|c| ureq::tls::Certificate::from_der(&c).to_owned()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Decode(format!("the root certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Decode("no certificate in the PEM".into()));
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .tls_config(tls)
+            .build()
+            .into();
+        Ok(OperatorClient {
+            base: base_url.trim_end_matches('/').to_string(),
+            token: admin_token.trim().to_string(),
+            agent,
+        })
+    }
+
     pub fn nodes(&self) -> Result<Vec<Value>, ClientError> {
         array(self.get("/api/admin/nodes")?)
     }

@@ -121,6 +121,10 @@ pub(crate) struct Driver {
     /// Inputs the driver itself owes the machine (sockets it aborted).
     owed: Vec<GatewayInput>,
     stopping: Option<Sender<()>>,
+    /// Set when the store cannot take a drain's records: the driver stops (fail-stop).
+    failure: Option<String>,
+    /// Told why the driver stopped on its own (a store failure).
+    failed_tx: Option<Sender<String>>,
 }
 
 /// Messages handled before one drain (bounds the latency a burst adds to the first reply).
@@ -145,10 +149,17 @@ impl Driver {
             dispatched: HashMap::new(),
             owed: Vec::new(),
             stopping: None,
+            failure: None,
+            failed_tx: None,
         }
     }
 
-    /// Runs until shutdown, or until every sender is gone.
+    /// Where to say why the driver stopped on its own.
+    pub fn on_failure(&mut self, tx: Sender<String>) {
+        self.failed_tx = Some(tx);
+    }
+
+    /// Runs until shutdown, until every sender is gone, or until the store fails.
     pub fn run(mut self) {
         // What `restore` produced (commands ended while the gateway was down).
         self.drain();
@@ -183,6 +194,12 @@ impl Driver {
                     self.gateway.handle_timeout(now);
                 }
                 self.drain();
+                if let Some(failure) = self.failure.take() {
+                    if let Some(tx) = &self.failed_tx {
+                        let _ = tx.try_send(failure);
+                    }
+                    break;
+                }
                 if let Some(done) = self.stopping.take() {
                     if let Err(e) = self.store.checkpoint() {
                         tracing::warn!("store checkpoint at shutdown: {e}");
@@ -284,10 +301,16 @@ impl Driver {
                 .collect();
             if !records.is_empty() {
                 if let Err(e) = self.store.write(records.iter().copied()) {
-                    // Retried once; then the records are lost to the store (the state in memory
-                    // stays right), which the log must shout about.
-                    if let Err(e2) = self.store.write(records) {
-                        tracing::error!("store write failed twice ({e}; {e2}): records lost");
+                    tracing::warn!("store write failed, retrying once: {e}");
+                    if let Err(e) = self.store.write(records) {
+                        // Nothing that depends on these records may be answered: every waiting
+                        // request fails (503), every socket is closed, and the gateway stops.
+                        let failure = format!("the store cannot be written: {e}");
+                        tracing::error!("{failure}; stopping");
+                        self.failure = Some(failure);
+                        self.slots.clear();
+                        self.waiters.clear();
+                        return;
                     }
                 }
             }
@@ -411,3 +434,6 @@ pub(crate) fn outcome_label(outcome: &CommandOutcome) -> String {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| "error".to_string())
 }
+
+#[cfg(test)]
+mod tests;

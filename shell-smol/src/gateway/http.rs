@@ -23,8 +23,6 @@ use super::io::BoxIo;
 use super::server::Shared;
 use super::ws::{self, PendingSocket};
 
-/// A connection must send its request head (and finish TLS) within this.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// hyper's read buffer, which bounds a request head (request line and headers).
 pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// The most headers one request may carry.
@@ -43,7 +41,7 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, pee
             let handshake = async { Some(acceptor.accept(stream).await) };
             match handshake
                 .or(async {
-                    smol::Timer::after(HANDSHAKE_TIMEOUT).await;
+                    smol::Timer::after(shared.handshake_timeout).await;
                     None
                 })
                 .await
@@ -69,7 +67,7 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, pee
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .header_read_timeout(shared.handshake_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .serve_connection(FuturesIo::new(io), service)

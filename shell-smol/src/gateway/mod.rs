@@ -3,9 +3,9 @@
 //! # Shape
 //! One listening port served by hyper (HTTP/1.1): node REST routes and the hub's negotiate go to
 //! the machine, `GET /hubs/node` upgrades to a WebSocket, `/api/admin/...` is the operator API,
-//! `GET /metrics` the Prometheus text. One task, the [driver](driver), owns the machine on its
+//! `GET /metrics` the Prometheus text. One task, the driver (`driver.rs`), owns the machine on its
 //! own thread; every other task talks to it over a channel. Persisted records reach the SQLite
-//! [store](store) before any other output of the same drain is delivered. Connection tasks run
+//! [`store`] before any other output of the same drain is delivered. Connection tasks run
 //! on a `smol::Executor` with one thread per core (`SMOL_THREADS` overrides).
 
 pub mod client;
@@ -26,6 +26,7 @@ use std::path::PathBuf;
 pub use client::{ClientError, OperatorClient};
 pub use server::RunningGateway;
 pub use store::StoreError;
+pub use token::token_path;
 
 /// How a gateway server starts; [`ServerConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
@@ -45,6 +46,12 @@ pub struct ServerConfig {
     pub machine: nodelink_core::gateway::GatewayConfig,
     /// Executor threads; `None`: `SMOL_THREADS`, else the number of cores.
     pub threads: Option<usize>,
+    /// How long a connection has to finish TLS and send its request head, and an upgraded one
+    /// to become a WebSocket (15 s).
+    pub handshake_timeout: std::time::Duration,
+    /// WebSocket messages queued for one connection; a peer that lets the queue fill is a slow
+    /// reader and is disconnected (64).
+    pub outbound_queue: usize,
 }
 
 /// A PEM certificate chain and its PEM private key.
@@ -64,6 +71,8 @@ impl ServerConfig {
             admin_token: None,
             machine: nodelink_core::gateway::GatewayConfig::new("http://127.0.0.1"),
             threads: None,
+            handshake_timeout: std::time::Duration::from_secs(15),
+            outbound_queue: 64,
         }
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub max_message: usize,
     /// The largest HTTP request body accepted (413 beyond).
     pub max_body: usize,
+    pub handshake_timeout: Duration,
+    pub outbound_queue: usize,
     next_conn: AtomicU64,
 }
 
@@ -54,6 +56,8 @@ pub struct RunningGateway {
     stop_executor: Option<Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     driver: Option<JoinHandle<()>>,
+    /// Why the driver stopped on its own (a store failure).
+    failed: smol::channel::Receiver<String>,
 }
 
 pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError> {
@@ -95,13 +99,15 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
 
     let metrics = Arc::new(Metrics::default());
     let (to_driver, driver_rx) = smol::channel::bounded(DRIVER_QUEUE);
-    let driver = Driver::new(
+    let mut driver = Driver::new(
         gateway,
         store,
         driver_rx,
         Arc::clone(&metrics),
         default_timeout,
     );
+    let (failed_tx, failed) = smol::channel::bounded(1);
+    driver.on_failure(failed_tx);
     let driver = std::thread::Builder::new()
         .name("nodelink-driver".into())
         .spawn(move || driver.run())?;
@@ -113,6 +119,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         tls,
         max_message,
         max_body: max_message,
+        handshake_timeout: config.handshake_timeout,
+        outbound_queue: config.outbound_queue.max(1),
         next_conn: AtomicU64::new(1),
     });
     let executor = Arc::new(Executor::new());
@@ -144,6 +152,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         stop_executor: Some(stop_executor),
         threads,
         driver: Some(driver),
+        failed,
     })
 }
 
@@ -195,6 +204,15 @@ impl RunningGateway {
 
     pub fn admin_token(&self) -> &str {
         &self.admin_token
+    }
+
+    /// Resolves when the gateway stopped on its own, with why (the store could not be written:
+    /// it then answers nothing more). A graceful [`shutdown`](Self::shutdown) never resolves it.
+    pub async fn failed(&self) -> String {
+        match self.failed.recv().await {
+            Ok(why) => why,
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Graceful shutdown: stop accepting, close every hub connection with allowReconnect, flush

@@ -129,6 +129,12 @@ impl Store {
         Ok(())
     }
 
+    /// The connection, for tests that break it on purpose.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
+    }
+
     /// Moves the WAL into the main file (at shutdown), so the db file stands alone.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn

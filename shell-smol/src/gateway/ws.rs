@@ -23,14 +23,15 @@ use nodelink_core::node::WsFrame;
 use smol::channel::{Receiver, Sender};
 
 use super::driver::{Outbound, SocketHandle, ToDriver};
-use super::http::{error, header_str, machine_reply, unavailable, Body, HANDSHAKE_TIMEOUT};
+use super::http::{error, header_str, machine_reply, unavailable, Body};
 use super::io::UpgradedIo;
 use super::server::Shared;
 
-/// Frames queued for one socket before its peer counts as a slow reader.
-pub(crate) const OUTBOUND_QUEUE: usize = 64;
 /// tungstenite's bound on bytes written but not yet flushed to the socket.
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
+
+/// How long a socket we closed waits for the peer's Close.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An accepted upgrade, handed from the HTTP service to the connection task.
 pub(crate) struct PendingSocket {
@@ -91,7 +92,7 @@ pub(crate) async fn upgrade(
         return error(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
     let conn = shared.next_conn();
-    let (outbound_tx, outbound_rx) = smol::channel::bounded(OUTBOUND_QUEUE);
+    let (outbound_tx, outbound_rx) = smol::channel::bounded(shared.outbound_queue);
     let (abort_tx, abort_rx) = smol::channel::bounded(1);
     let (reply_tx, reply_rx) = smol::channel::bounded(1);
     let message = ToDriver::Upgrade {
@@ -150,7 +151,7 @@ pub(crate) async fn run(shared: Arc<Shared>, pending: PendingSocket) {
     let conn = pending.conn;
     shared.metrics.sockets.fetch_add(1, Ordering::Relaxed);
     let upgraded = future::or(async { Some(pending.on_upgrade.await) }, async {
-        smol::Timer::after(HANDSHAKE_TIMEOUT).await;
+        smol::Timer::after(shared.handshake_timeout).await;
         None
     })
     .await;
@@ -265,7 +266,19 @@ async fn serve(
     };
     let end = future::or(future::or(reader, writer), aborted).await;
     match end {
-        End::Read(ReadEnd::Peer(code)) => code,
+        End::Read(ReadEnd::Peer(code)) => {
+            // Answer the peer's Close (tungstenite queued the reply); a dead socket just fails.
+            let _ = future::or(
+                async {
+                    let _ = tx.close(None).await;
+                },
+                async {
+                    smol::Timer::after(CLOSE_WAIT).await;
+                },
+            )
+            .await;
+            code
+        }
         End::Read(ReadEnd::Violation(code, detail)) => {
             tracing::debug!(conn = conn.0, code, %detail, "WebSocket violation");
             let close = CloseFrame {
@@ -283,6 +296,24 @@ async fn serve(
             .await;
             None
         }
-        End::Written | End::Aborted => None,
+        End::Written => {
+            // Our Close went out: read until the peer's Close (or EOF), so that closing the TCP
+            // socket with unread data does not reset it and destroy what the peer has yet to read.
+            let _ = future::or(
+                async {
+                    while let Some(Ok(message)) = rx.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                    }
+                },
+                async {
+                    smol::Timer::after(CLOSE_WAIT).await;
+                },
+            )
+            .await;
+            None
+        }
+        End::Aborted => None,
     }
 }

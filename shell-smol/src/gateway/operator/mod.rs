@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use nodelink_core::gateway::dispatch::{CancelOutcome, DispatchRequest};
-use nodelink_core::scope::validate_scope;
+use nodelink_core::scope::{validate_scope, ScopeEntry};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -114,16 +114,16 @@ fn result_response(result: Option<Result<Value, (u16, String)>>, ok: StatusCode)
     }
 }
 
-fn check_scopes(scopes: &[String]) -> Result<(), Response<Body>> {
-    for scope in scopes {
-        validate_scope(scope).map_err(|e| {
+/// A 400 for the first invalid scope entry (patterns like `system.*` allowed), if any.
+fn check_scopes(scopes: &[String]) -> Option<Response<Body>> {
+    scopes.iter().find_map(|scope| {
+        ScopeEntry::parse(scope).err().map(|e| {
             error(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid scope {scope:?}: {e}"),
             )
-        })?;
-    }
-    Ok(())
+        })
+    })
 }
 
 /// Routes one `/api/admin/...` request.
@@ -183,7 +183,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> 
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            if let Err(r) = check_scopes(&body.scopes) {
+            if let Some(r) = check_scopes(&body.scopes) {
                 return r;
             }
             let done = call(shared, move |ctx| {
@@ -210,7 +210,7 @@ pub(crate) async fn handle(shared: &Arc<Shared>, request: Request<Incoming>) -> 
                     Ok(b) => b,
                     Err(r) => return r,
                 };
-            if let Err(r) = check_scopes(&body.scopes) {
+            if let Some(r) = check_scopes(&body.scopes) {
                 return r;
             }
             let done = call(shared, move |ctx| {
@@ -318,8 +318,11 @@ async fn dispatch(shared: &Shared, request: Request<Incoming>) -> Response<Body>
         return error(StatusCode::BAD_REQUEST, "`node` and `command` are required");
     }
     if let Some(scope) = &body.required_scope {
-        if let Err(r) = check_scopes(std::slice::from_ref(scope)) {
-            return r;
+        if let Err(e) = validate_scope(scope) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid requiredScope {scope:?}: {e}"),
+            );
         }
     }
     let wait = body.wait;
