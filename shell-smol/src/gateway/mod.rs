@@ -12,6 +12,7 @@ pub mod client;
 mod driver;
 mod http;
 mod io;
+pub mod llm;
 mod metrics;
 mod operator;
 mod server;
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use client::{ClientError, OperatorClient};
+pub use llm::LlmServerConfig;
 pub use server::RunningGateway;
 pub use store::StoreError;
 pub use token::token_path;
@@ -52,6 +54,9 @@ pub struct ServerConfig {
     /// WebSocket messages queued for one connection; a peer that lets the queue fill is a slow
     /// reader and is disconnected (64).
     pub outbound_queue: usize,
+    /// The LLM node dialect (`/ws`, `/api/chat`, `/v1/chat/completions`): its timers, the shared
+    /// node token and the user API token.
+    pub llm: LlmServerConfig,
 }
 
 /// A PEM certificate chain and its PEM private key.
@@ -73,6 +78,7 @@ impl ServerConfig {
             threads: None,
             handshake_timeout: std::time::Duration::from_secs(15),
             outbound_queue: 64,
+            llm: LlmServerConfig::default(),
         }
     }
 }
@@ -93,6 +99,8 @@ pub enum ServerError {
     AdminToken(String),
     #[error("the gateway machine: {0}")]
     Machine(#[from] nodelink_core::gateway::GatewayError),
+    #[error("the LLM dialect: {0}")]
+    Llm(#[from] llm::LlmConfigError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub max_body: usize,
     pub handshake_timeout: Duration,
     pub outbound_queue: usize,
+    /// The LLM user APIs' bearer token (the admin token is accepted too).
+    pub llm_api_token: Option<String>,
     next_conn: AtomicU64,
 }
 
@@ -108,6 +110,11 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
     );
     let (failed_tx, failed) = smol::channel::bounded(1);
     driver.on_failure(failed_tx);
+    driver.set_llm(super::llm::LlmPart::new(
+        config.llm.machine.clone(),
+        now,
+        unix_now,
+    )?);
     let driver = std::thread::Builder::new()
         .name("nodelink-driver".into())
         .spawn(move || driver.run())?;
@@ -121,6 +128,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         max_body: max_message,
         handshake_timeout: config.handshake_timeout,
         outbound_queue: config.outbound_queue.max(1),
+        llm_api_token: config.llm.api_token.clone(),
         next_conn: AtomicU64::new(1),
     });
     let executor = Arc::new(Executor::new());
