@@ -32,7 +32,9 @@ fn a_user_who_goes_away_stops_the_backend_stream_at_once() {
     assert!(first.starts_with("{\"o\":"), "{first}");
     let left = Instant::now();
     user.leave();
-    let logs = backend.wait_for_logs(1, LIMIT).expect("the backend stream ended");
+    let logs = backend
+        .wait_for_logs(1, LIMIT)
+        .expect("the backend stream ended");
     assert!(logs[0].client_gone, "{logs:?}");
     assert!(logs[0].tokens_sent < 100, "{logs:?}");
     assert!(
@@ -43,7 +45,12 @@ fn a_user_who_goes_away_stops_the_backend_stream_at_once() {
 
     // The slot is free again (max_concurrency 1): the next user is served.
     backend.set_reply(Reply::counting(3, Duration::ZERO));
-    let user = UserStream::open(&gateway, "/api/chat", API_TOKEN, &chat_body("tiny", "again"));
+    let user = UserStream::open(
+        &gateway,
+        "/api/chat",
+        API_TOKEN,
+        &chat_body("tiny", "again"),
+    );
     let (text, last) = ndjson_result(&user.lines());
     assert_eq!(text, "t0 t1 t2 ");
     assert_eq!(last, json!({"done": true}));
@@ -59,12 +66,17 @@ fn a_node_that_goes_away_mid_stream_fails_its_task_and_drops_the_backend_stream(
     let node = start_node(&gateway, &backend.base_url(), "tiny", "n1", 1);
 
     let mut user = UserStream::open(&gateway, "/api/chat", API_TOKEN, &chat_body("tiny", "hi"));
-    assert!(user.next_line().expect("a first line").starts_with("{\"o\":"));
+    assert!(user
+        .next_line()
+        .expect("a first line")
+        .starts_with("{\"o\":"));
     node.stop();
     let (_, last) = ndjson_result(&user.lines());
     // Text already reached the user, so the task cannot run again elsewhere.
     assert_eq!(last, json!({"err": "node disconnected"}));
-    let logs = backend.wait_for_logs(1, LIMIT).expect("the backend stream ended");
+    let logs = backend
+        .wait_for_logs(1, LIMIT)
+        .expect("the backend stream ended");
     assert!(logs[0].client_gone, "{logs:?}");
     node.wait();
 }
