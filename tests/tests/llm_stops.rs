@@ -107,3 +107,36 @@ fn a_replacing_connection_takes_over_the_tasks_in_flight() {
     first.wait();
     second.wait();
 }
+
+#[test]
+fn a_user_who_leaves_a_whole_openai_request_stops_it_too() {
+    let scratch = Scratch::new("whole-away");
+    let gateway = start_gateway(&scratch, |_| {});
+    let backend = OpenAiBackend::start(Reply::counting(500, Duration::from_millis(20))).unwrap();
+    let node = start_node(&gateway, &backend.base_url(), "tiny", "n1", 1);
+    let body = json!({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]});
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = gateway.local_addr();
+    // The request is sent and then the socket closed, before any answer.
+    std::thread::spawn(move || {
+        let stream = std::net::TcpStream::connect(addr).unwrap();
+        let body = body.to_string();
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {API_TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        std::io::Write::write_all(&mut &stream, request.as_bytes()).unwrap();
+        let _ = tx.send(stream);
+    });
+    let stream = rx.recv_timeout(LIMIT).expect("the request was sent");
+    wait_requests(&backend, 1);
+    let left = Instant::now();
+    drop(stream);
+    let logs = backend
+        .wait_for_logs(1, LIMIT)
+        .expect("the backend stream ended");
+    assert!(logs[0].client_gone, "{logs:?}");
+    assert!(logs[0].ended_at.saturating_duration_since(left) < Duration::from_secs(1));
+    node.stop();
+    node.wait();
+}

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use nodelink_core::node::executor::ExecutorSet;
+use nodelink_core::node::commands::{CommandSpec, ExecuteRequest, Outcome};
+use nodelink_core::node::executor::{Executor, ExecutorSet, RunContext};
 use nodelink_core::node::{Dialect, Identity, NodeConfig};
+use nodelink_core::wire::dto::ErrorCode;
 use nodelink_core::wire::llm::ConnectParams;
 use nodelink_worker_cuda::llm::{OpenAiChat, OpenAiConfig};
 
@@ -77,7 +79,7 @@ pub(super) fn run_llm(args: RunArgs) -> CliResult {
     backend_config.idle_timeout = llm.backend_idle_timeout;
     let chat = OpenAiChat::new(backend_config)?;
     let mut executors = ExecutorSet::new();
-    executors.register(chat);
+    executors.register(Reported(chat));
 
     let params = ConnectParams {
         token,
@@ -108,5 +110,112 @@ pub(super) fn run_llm(args: RunArgs) -> CliResult {
     match handle.wait() {
         NodeExit::Stopped => Ok(ExitCode::SUCCESS),
         other => Err(other.to_string().into()),
+    }
+}
+
+/// Logs a task's failure: the dialect has no error frame (the server only sees the finished
+/// frame), so the node's log is the one place a backend error shows.
+struct Reported(OpenAiChat);
+
+impl Executor for Reported {
+    fn spec(&self) -> CommandSpec {
+        self.0.spec()
+    }
+
+    fn run(&self, request: &ExecuteRequest, context: &dyn RunContext) -> Outcome {
+        let outcome = self.0.run(request, context);
+        if let Err(error) = &outcome {
+            if error.code != ErrorCode::Cancelled {
+                tracing::warn!(
+                    task = %request.command_id,
+                    code = error.code.as_str(),
+                    "task failed: {}",
+                    error.message
+                );
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::node::{DialectArg, NodeCommand};
+    use super::super::{Cli, Command};
+    use super::*;
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["nodelink", "node", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            Command::Node(NodeCommand::Run(args)) => args,
+            other => panic!("not node run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_the_llm_flags() {
+        let args = run_args(&[
+            "--dialect",
+            "llm",
+            "--gateway",
+            "ws://h:1/ws",
+            "--token",
+            "T",
+            "--model",
+            "M",
+            "--name",
+            "N",
+            "--max-concurrency",
+            "3",
+            "--backend",
+            "http://127.0.0.1:8000/v1",
+            "--backend-idle-timeout",
+            "5s",
+        ]);
+        assert_eq!(args.dialect, DialectArg::Llm);
+        assert_eq!(args.llm.max_concurrency, 3);
+        assert_eq!(
+            args.llm.backend.as_deref(),
+            Some("http://127.0.0.1:8000/v1")
+        );
+        assert_eq!(args.llm.backend_idle_timeout, Duration::from_secs(5));
+        assert!(Cli::try_parse_from([
+            "nodelink",
+            "node",
+            "run",
+            "--dialect",
+            "llm",
+            "--max-concurrency",
+            "0"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn names_each_missing_flag_and_a_bad_backend() {
+        let error = run_llm(run_args(&["--dialect", "llm", "--gateway", "ws://h:1/ws"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--token"), "{error}");
+        let error = run_llm(run_args(&[
+            "--dialect",
+            "llm",
+            "--gateway",
+            "ws://h:1/ws",
+            "--token",
+            "T",
+            "--model",
+            "M",
+            "--name",
+            "N",
+            "--backend",
+            "127.0.0.1:8000",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("must be http:// or https://"), "{error}");
     }
 }
