@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -155,21 +156,20 @@ pub fn run_demo(args: DemoArgs) -> CliResult {
     crate::demo::run(&crate::demo::DemoOptions { json: args.json })
 }
 
-/// The built-in executors (`system.info`, `system.stats`, `system.execute`, `gpu.info`).
-///
-/// TODO(lead, at merge): return `nodelink_worker_cuda::builtin_executors(&BuiltinOptions { .. })`
-/// with `allow` passed through (system.execute only with `--allow system.execute`). Until then
-/// a node built from this crate alone offers no built-in command.
+/// The built-in commands (`nodelink-worker-cuda`): `system.execute` is registered only with
+/// `--allow system.execute`, `kernel.run` only with `--allow gpu.kernel` (the consent rule).
 fn builtin_executors(allow: &[String]) -> ExecutorSet {
-    let _ = allow;
-    ExecutorSet::new()
+    let allowed = |scope: &str| allow.iter().any(|a| a == scope);
+    nodelink_worker_cuda::builtin_executors(&nodelink_worker_cuda::BuiltinOptions {
+        allow_system_execute: allowed("system.execute"),
+        allow_kernel_run: allowed("gpu.kernel"),
+        ..Default::default()
+    })
 }
 
-/// The host-stats sampler for the heartbeat.
-///
-/// TODO(lead, at merge): `Some(Arc::new(nodelink_worker_cuda::host::sample_stats))`.
+/// The heartbeat's CPU % and memory: this node process's own, as the contract defines them.
 fn host_stats_sampler() -> Option<StatsSampler> {
-    None
+    Some(Arc::new(nodelink_worker_cuda::sample_stats))
 }
 
 pub(super) fn init_logging() {
@@ -292,6 +292,7 @@ fn run(args: RunArgs) -> CliResult {
     node.version = env!("CARGO_PKG_VERSION").to_owned();
     node.local_scopes = local_scopes;
     node.limits.slots = args.slots.max(1);
+    node.gpus = nodelink_worker_cuda::gpu_inventory();
     let mut config = runtime_config(node, &args.common);
     config.state_dir = Some(state.clone());
     config.host_stats = host_stats_sampler();

@@ -34,7 +34,7 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// The URL nodes reach this gateway at, when it differs from the listening address
-    /// (behind a proxy or NAT). Default: http(s)://<listen address>.
+    /// (behind a proxy or NAT). Default: `http(s)://<listen address>`.
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
     /// The operator API's bearer token, instead of the token file.

@@ -28,6 +28,20 @@ use super::store::Store;
 /// An operator action run on the driver with the machine in hand.
 pub(crate) type Call = Box<dyn FnOnce(&mut Ctx<'_>) + Send>;
 
+/// A [`Call`] running `f`, whose answer goes to `tx` only once the records `f` caused are
+/// stored (never when the store fails).
+pub(crate) fn answering<T: Send + 'static>(
+    f: impl FnOnce(&mut Ctx<'_>) -> T + Send + 'static,
+    tx: Sender<T>,
+) -> Call {
+    Box::new(move |ctx| {
+        let answer = f(ctx);
+        ctx.after_persist(move || {
+            let _ = tx.try_send(answer);
+        });
+    })
+}
+
 /// What a [`Call`] gets: the machine, the instant, and the places to wait for outcomes.
 pub(crate) struct Ctx<'a> {
     pub gateway: &'a mut Gateway,
@@ -36,7 +50,11 @@ pub(crate) struct Ctx<'a> {
     pub default_timeout: Duration,
     waiters: &'a mut HashMap<String, Vec<Sender<CommandOutcome>>>,
     dispatched: &'a mut HashMap<String, Instant>,
+    after_persist: &'a mut Vec<Deferred>,
 }
+
+/// Work that must wait until the drain's records are stored (an operator's answer).
+type Deferred = Box<dyn FnOnce() + Send>;
 
 impl Ctx<'_> {
     /// The outcome of `command_id` will be sent on the returned channel when it finishes.
@@ -47,6 +65,13 @@ impl Ctx<'_> {
             .or_default()
             .push(tx);
         rx
+    }
+
+    /// Runs `f` once the records this action produced are stored: an answer to the operator
+    /// must never get ahead of the store (a dispatch acknowledged and then lost to a crash).
+    /// Dropped unrun when the store fails.
+    pub fn after_persist(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.after_persist.push(Box::new(f));
     }
 
     /// Marks the operator's dispatch of `command_id` (for the latency histogram).
@@ -122,6 +147,8 @@ pub(crate) struct Driver {
     dispatched: HashMap<String, Instant>,
     /// Inputs the driver itself owes the machine (sockets it aborted).
     owed: Vec<GatewayInput>,
+    /// Operator answers waiting for the current drain's records to be stored.
+    after_persist: Vec<Deferred>,
     stopping: Option<Sender<()>>,
     /// Set when the store cannot take a drain's records: the driver stops (fail-stop).
     failure: Option<String>,
@@ -152,6 +179,7 @@ impl Driver {
             waiters: HashMap::new(),
             dispatched: HashMap::new(),
             owed: Vec::new(),
+            after_persist: Vec::new(),
             stopping: None,
             failure: None,
             failed_tx: None,
@@ -293,6 +321,7 @@ impl Driver {
                     default_timeout: self.default_timeout,
                     waiters: &mut self.waiters,
                     dispatched: &mut self.dispatched,
+                    after_persist: &mut self.after_persist,
                 };
                 call(&mut ctx);
             }
@@ -342,6 +371,7 @@ impl Driver {
                         self.failure = Some(failure);
                         self.slots.clear();
                         self.waiters.clear();
+                        self.after_persist.clear();
                         return;
                     }
                 }
@@ -349,6 +379,10 @@ impl Driver {
             for output in outputs {
                 self.deliver(output);
             }
+        }
+        // Everything the machine produced is stored now: the operator may hear of it.
+        for deferred in std::mem::take(&mut self.after_persist) {
+            deferred();
         }
         if let Some(llm) = &mut self.llm {
             llm.drain();

@@ -86,7 +86,12 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, pee
         tracing::debug!(%peer, "connection: {e}");
     }
     if let Ok(pending) = upgrade_rx.try_recv() {
-        ws::run(shared, pending).await;
+        // A task of its own, so that the memory of this HTTP connection's future goes now.
+        if let Some(executor) = shared.executor.upgrade() {
+            executor
+                .spawn(ws::run(Arc::clone(&shared), pending))
+                .detach();
+        }
     }
 }
 

@@ -52,7 +52,7 @@ pub struct ServerConfig {
     /// to become a WebSocket (15 s).
     pub handshake_timeout: std::time::Duration,
     /// WebSocket messages queued for one connection; a peer that lets the queue fill is a slow
-    /// reader and is disconnected (64).
+    /// reader and is disconnected (16).
     pub outbound_queue: usize,
     /// The LLM node dialect (`/ws`, `/api/chat`, `/v1/chat/completions`): its timers, the shared
     /// node token and the user API token.
@@ -77,7 +77,7 @@ impl ServerConfig {
             machine: nodelink_core::gateway::GatewayConfig::new("http://127.0.0.1"),
             threads: None,
             handshake_timeout: std::time::Duration::from_secs(15),
-            outbound_queue: 64,
+            outbound_queue: 16,
             llm: LlmServerConfig::default(),
         }
     }

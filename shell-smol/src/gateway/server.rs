@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub outbound_queue: usize,
     /// The LLM user APIs' bearer token (the admin token is accepted too).
     pub llm_api_token: Option<String>,
+    /// Where upgraded sockets get their own task (weak: the executor owns the tasks).
+    pub executor: std::sync::Weak<Executor<'static>>,
     next_conn: AtomicU64,
 }
 
@@ -119,7 +121,9 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         .name("nodelink-driver".into())
         .spawn(move || driver.run())?;
 
+    let executor = Arc::new(Executor::new());
     let shared = Arc::new(Shared {
+        executor: Arc::downgrade(&executor),
         to_driver,
         metrics,
         admin_token: admin_token.clone(),
@@ -131,7 +135,6 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         llm_api_token: config.llm.api_token.clone(),
         next_conn: AtomicU64::new(1),
     });
-    let executor = Arc::new(Executor::new());
     let (stop_executor, stop_rx) = smol::channel::bounded::<()>(1);
     let threads = (0..thread_count(config.threads))
         .map(|i| {

@@ -92,3 +92,49 @@ fn a_store_that_cannot_be_written_stops_the_driver_without_answering() {
         .is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Approving the pending pairing `code`: the answer arrives only after the approval is stored.
+fn approve(driver: &mut Driver, code: String) -> Receiver<bool> {
+    let (tx, rx) = smol::channel::bounded(1);
+    let call = answering(
+        move |ctx| ctx.gateway.approve_pairing(ctx.now, &code, &[]).is_ok(),
+        tx,
+    );
+    driver.handle(Instant::now(), ToDriver::Call(call));
+    rx
+}
+
+#[test]
+fn an_operator_answer_waits_for_the_store() {
+    for store_works in [true, false] {
+        let (mut driver, tx, _failed, dir) =
+            driver(if store_works { "call-ok" } else { "call-fail" });
+        let reply = pair(&tx);
+        let message = driver.rx.try_recv().expect("queued");
+        driver.handle(Instant::now(), message);
+        driver.drain();
+        let body = reply.try_recv().expect("a reply").body;
+        let pending: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        let code = pending["pairingCode"].as_str().expect("a code").to_string();
+        if !store_works {
+            driver
+                .store
+                .conn_for_tests()
+                .pragma_update(None, "query_only", true)
+                .expect("read-only");
+        }
+        let answer = approve(&mut driver, code);
+        assert!(
+            answer.try_recv().is_err(),
+            "answered before the drain stored anything"
+        );
+        driver.drain();
+        if store_works {
+            assert_eq!(answer.try_recv(), Ok(true));
+        } else {
+            assert!(answer.try_recv().is_err(), "answered what was not stored");
+            assert!(driver.failure.is_some());
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

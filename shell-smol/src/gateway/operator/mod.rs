@@ -15,7 +15,7 @@ use nodelink_core::scope::{validate_scope, ScopeEntry};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::driver::{Call, Ctx, ToDriver};
+use super::driver::{answering, Ctx, ToDriver};
 use super::http::{error, header_str, json, read_body, unavailable, Body};
 use super::server::Shared;
 
@@ -76,15 +76,14 @@ fn unauthorized() -> Response<Body> {
     response
 }
 
-/// Runs `f` on the driver and returns its answer (`None`: the gateway is stopping).
+/// Runs `f` on the driver and returns its answer once what it changed is stored (`None`: the
+/// gateway is stopping, or its store failed).
 async fn call<T: Send + 'static>(
     shared: &Shared,
     f: impl FnOnce(&mut Ctx<'_>) -> T + Send + 'static,
 ) -> Option<T> {
     let (tx, rx) = smol::channel::bounded(1);
-    let call: Call = Box::new(move |ctx| {
-        let _ = tx.try_send(f(ctx));
-    });
+    let call = answering(f, tx);
     shared.to_driver.send(ToDriver::Call(call)).await.ok()?;
     rx.recv().await.ok()
 }
