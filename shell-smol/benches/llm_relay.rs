@@ -54,26 +54,25 @@ fn node(
     let url =
         format!("ws://{addr}/ws?token={TOKEN}&model=bench&max_concurrency={slots}&name={name}");
     let (mut ws, _) = tungstenite::client::client(url, stream).expect("the WebSocket opens");
-    ws.get_ref()
-        .set_read_timeout(Some(Duration::from_micros(200)))
-        .expect("timeout");
+    // Non-blocking: a socket read timeout is rounded up to the kernel's tick (10 ms), which
+    // would pace the node instead of the gateway.
+    ws.get_ref().set_nonblocking(true).expect("non-blocking");
+    let would_block = |e: &tungstenite::Error| matches!(e, tungstenite::Error::Io(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     // (task id, tokens sent, next send)
     let mut active: Vec<(u32, usize, Instant)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        let mut busy = false;
         match ws.read() {
             Ok(Message::Text(text)) => {
+                busy = true;
                 let value: serde_json::Value =
                     serde_json::from_str(text.as_str()).unwrap_or_default();
                 if let Some(id) = value["id"].as_u64().filter(|_| value.get("stop").is_none()) {
                     active.push((u32::try_from(id).unwrap_or(0), 0, Instant::now()));
                 }
             }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Ok(_) => busy = true,
+            Err(e) if would_block(&e) => {}
             Err(_) => return,
         }
         let now = Instant::now();
@@ -81,6 +80,7 @@ fn node(
             if task.2 > now {
                 continue;
             }
+            busy = true;
             let mut frame = task.0.to_be_bytes().to_vec();
             if task.1 < tokens {
                 frame.extend_from_slice(format!("{} ", nanos()).as_bytes());
@@ -89,14 +89,22 @@ fn node(
             if let Some(pace) = pace {
                 task.2 += pace;
             }
-            if ws.write(Message::Binary(frame.into())).is_err() {
-                return;
+            // WouldBlock: the frame is queued and goes out with a later flush.
+            match ws.write(Message::Binary(frame.into())) {
+                Ok(()) => {}
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
             }
         }
-        if ws.flush().is_err() {
-            return;
+        match ws.flush() {
+            Ok(()) => {}
+            Err(e) if would_block(&e) => {}
+            Err(_) => return,
         }
         active.retain(|t| t.1 <= tokens);
+        if !busy {
+            std::thread::sleep(Duration::from_micros(50));
+        }
     }
 }
 
