@@ -4,8 +4,9 @@
 //! One listening port served by hyper (HTTP/1.1): node REST routes and the hub's negotiate go to
 //! the machine, `GET /hubs/node` upgrades to a WebSocket, `/api/admin/...` is the operator API,
 //! `GET /metrics` the Prometheus text. The LLM node dialect (`/ws`, `/api/chat`,
-//! `/v1/chat/completions`) is [`llm`], driven on the same driver thread. One task, the driver (`driver.rs`), owns the machine on its
-//! own thread; every other task talks to it over a channel. Persisted records reach the SQLite
+//! `/v1/chat/completions`) is [`llm`], driven on the same driver thread. One task, the driver
+//! (`driver.rs`), owns the machine on its own thread; every other task talks to it over a
+//! channel. Persisted records reach the SQLite
 //! [`store`] before any other output of the same drain is delivered. Connection tasks run
 //! on a `smol::Executor` with one thread per core (`SMOL_THREADS` overrides).
 
