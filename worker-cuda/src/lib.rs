@@ -1,5 +1,6 @@
-//! nodelink's built-in command executors: host facts and programs ([`host`]), and GPU work
-//! through cudarc with a CPU path ([`gpu`]).
+//! nodelink's built-in command executors: host facts and programs ([`host`]), GPU work
+//! through cudarc with a CPU path ([`gpu`]), and `llm.chat` on an OpenAI-compatible server
+//! ([`llm`], for LLM-dialect nodes).
 //!
 //! Both node CLIs call [`builtin_executors`] and put the result in their node's config; the
 //! heartbeat's numbers come from [`host::sample_stats`] and [`gpu::gpu_inventory`]. Everything
@@ -15,6 +16,7 @@ use nodelink_core::wire::dto::{CommandError, ErrorCode};
 
 pub mod gpu;
 pub mod host;
+pub mod llm;
 pub mod tensor;
 
 pub use gpu::gpu_inventory;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod node;
+pub mod node_llm;
 pub mod operator;
 
 /// nodelink: GPU and edge nodes dial out to a gateway, pair, heartbeat, take commands and stream

@@ -107,8 +107,21 @@ pub struct RunArgs {
     /// Register the demo's commands (demo.echo, demo.sleep, demo.blob, system.info): tests.
     #[arg(long, hide = true)]
     pub demo_commands: bool,
+    /// Which protocol: `hub` (the node contract, after `nodelink node pair`) or `llm` (the LLM
+    /// node dialect: a plain WebSocket to --gateway ws://host:port/ws, tasks streamed from
+    /// --backend; no pairing needed).
+    #[arg(long, value_enum, default_value_t = DialectArg::Hub)]
+    pub dialect: DialectArg,
+    #[command(flatten)]
+    pub llm: super::node_llm::LlmArgs,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DialectArg {
+    Hub,
+    Llm,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -159,7 +172,7 @@ fn host_stats_sampler() -> Option<StatsSampler> {
     Some(Arc::new(nodelink_worker_cuda::sample_stats))
 }
 
-fn init_logging() {
+pub(super) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NODELINK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -237,6 +250,9 @@ fn pair(args: PairArgs) -> CliResult {
 }
 
 fn run(args: RunArgs) -> CliResult {
+    if args.dialect == DialectArg::Llm {
+        return super::node_llm::run_llm(args);
+    }
     let state = StateDir::resolve(args.common.state_dir.clone())?;
     let Some(credentials) = state.load()? else {
         return Err(format!(
@@ -325,7 +341,7 @@ pub fn local_policy(
     Ok(policy)
 }
 
-fn runtime_config(node: NodeConfig, common: &CommonArgs) -> RuntimeConfig {
+pub(super) fn runtime_config(node: NodeConfig, common: &CommonArgs) -> RuntimeConfig {
     let mut node = node;
     if let Some(d) = common.heartbeat_interval {
         node.heartbeat_interval = d;
@@ -349,7 +365,7 @@ fn runtime_config(node: NodeConfig, common: &CommonArgs) -> RuntimeConfig {
 }
 
 /// One line per event worth an operator's eye, on stdout (tests read these lines).
-fn print_event(event: &NodeEvent) {
+pub(super) fn print_event(event: &NodeEvent) {
     let line = match event {
         NodeEvent::StateChanged(NodeState::Polling) => "polling the gateway over HTTP".to_owned(),
         NodeEvent::StateChanged(state) => format!("state: {state:?}"),
@@ -380,7 +396,7 @@ fn flush() {
     let _ = std::io::stdout().flush();
 }
 
-fn host_name() -> Option<String> {
+pub(super) fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()

@@ -40,6 +40,14 @@ pub struct GatewayArgs {
     /// The operator API's bearer token, instead of the token file.
     #[arg(long, env = "NODELINK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// LLM node dialect: a shared token any LLM node may connect to /ws with (the original
+    /// server's scheme). Without it only per-node tokens from pairing are accepted.
+    #[arg(long, env = "NODELINK_LLM_TOKEN", hide_env_values = true)]
+    pub llm_token: Option<String>,
+    /// LLM user APIs (POST /api/chat, /v1/chat/completions): the bearer token users present.
+    /// The admin token is accepted too.
+    #[arg(long, env = "NODELINK_LLM_API_TOKEN", hide_env_values = true)]
+    pub llm_api_token: Option<String>,
 }
 
 /// Where the operator commands find the gateway and its admin token.
@@ -187,6 +195,8 @@ pub fn run_gateway(args: GatewayArgs) -> CliResult {
     let mut config = ServerConfig::new(args.listen, args.db.clone());
     config.public_url = args.public_url;
     config.admin_token = args.admin_token.clone();
+    config.llm.machine.shared_token = args.llm_token.clone().filter(|t| !t.is_empty());
+    config.llm.api_token = args.llm_api_token.clone().filter(|t| !t.is_empty());
     config.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
         _ => None,

@@ -118,6 +118,8 @@ pub(crate) enum ToDriver {
         code: Option<u16>,
     },
     Call(Call),
+    /// The LLM node dialect and its user APIs.
+    Llm(super::llm::LlmMessage),
     /// Graceful shutdown: close every hub connection (allowReconnect), flush, stop.
     Shutdown {
         reason: String,
@@ -152,6 +154,8 @@ pub(crate) struct Driver {
     failure: Option<String>,
     /// Told why the driver stopped on its own (a store failure).
     failed_tx: Option<Sender<String>>,
+    /// The LLM dialect's machine, sockets and users (`None`: LLM messages are dropped).
+    llm: Option<super::llm::LlmPart>,
 }
 
 /// Messages handled before one drain (bounds the latency a burst adds to the first reply).
@@ -179,6 +183,21 @@ impl Driver {
             stopping: None,
             failure: None,
             failed_tx: None,
+            llm: None,
+        }
+    }
+
+    /// Serves the LLM node dialect with `llm`.
+    pub fn set_llm(&mut self, llm: super::llm::LlmPart) {
+        self.llm = Some(llm);
+    }
+
+    /// The earliest timer of both machines.
+    fn next_timeout(&self) -> Option<Instant> {
+        let llm = self.llm.as_ref().and_then(|l| l.poll_timeout());
+        match (self.gateway.poll_timeout(), llm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -194,7 +213,7 @@ impl Driver {
         let rx = self.rx.clone();
         smol::block_on(async {
             loop {
-                let message = match self.gateway.poll_timeout() {
+                let message = match self.next_timeout() {
                     Some(at) => {
                         future::or(async { Some(rx.recv().await) }, async {
                             Timer::at(at).await;
@@ -220,6 +239,9 @@ impl Driver {
                 }
                 if self.gateway.poll_timeout().is_some_and(|at| at <= now) {
                     self.gateway.handle_timeout(now);
+                }
+                if let Some(llm) = &mut self.llm {
+                    llm.handle_timeout(now);
                 }
                 self.drain();
                 if let Some(failure) = self.failure.take() {
@@ -275,14 +297,19 @@ impl Driver {
                 );
             }
             ToDriver::Frame { conn, frame } => {
-                if self.slots.contains_key(&conn) {
+                if let Some(llm) = self.llm.as_mut().filter(|l| l.owns(conn)) {
+                    llm.frame(now, conn, frame);
+                } else if self.slots.contains_key(&conn) {
                     self.gateway
                         .handle_input(now, GatewayInput::Frame { conn, frame });
                 }
             }
             ToDriver::Closed { conn, code } => {
+                if let Some(llm) = self.llm.as_mut().filter(|l| l.owns(conn)) {
+                    llm.closed(now, conn);
+                }
                 // Unknown: the machine closed it, or the driver aborted it and told it already.
-                if self.slots.remove(&conn).is_some() {
+                else if self.slots.remove(&conn).is_some() {
                     self.gateway
                         .handle_input(now, GatewayInput::SocketClosed { conn, code });
                 }
@@ -297,6 +324,11 @@ impl Driver {
                     after_persist: &mut self.after_persist,
                 };
                 call(&mut ctx);
+            }
+            ToDriver::Llm(message) => {
+                if let Some(llm) = &mut self.llm {
+                    llm.handle(now, message, &mut self.gateway);
+                }
             }
             ToDriver::Shutdown { reason, done } => {
                 tracing::info!("shutting down: {reason}");
@@ -351,6 +383,9 @@ impl Driver {
         // Everything the machine produced is stored now: the operator may hear of it.
         for deferred in std::mem::take(&mut self.after_persist) {
             deferred();
+        }
+        if let Some(llm) = &mut self.llm {
+            llm.drain();
         }
         self.metrics.hub_connections.store(
             i64::try_from(self.gateway.connection_count()).unwrap_or(i64::MAX),

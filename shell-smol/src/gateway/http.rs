@@ -63,7 +63,17 @@ pub(crate) async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, pee
     let service = hyper::service::service_fn(move |request| {
         let shared = Arc::clone(&service_shared);
         let upgrade_tx = upgrade_tx.clone();
-        async move { Ok::<_, Infallible>(route(&shared, peer, request, upgrade_tx).await) }
+        async move {
+            // The LLM dialect's routes first (they may stream); everything else as before.
+            let response =
+                match super::llm::routes::try_route(&shared, peer, request, &upgrade_tx).await {
+                    Ok(response) => response,
+                    Err(request) => route(&shared, peer, request, upgrade_tx)
+                        .await
+                        .map(http_body_util::Either::Left),
+                };
+            Ok::<_, Infallible>(response)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(SmolTimer::new())

@@ -3,8 +3,10 @@
 //! # Shape
 //! One listening port served by hyper (HTTP/1.1): node REST routes and the hub's negotiate go to
 //! the machine, `GET /hubs/node` upgrades to a WebSocket, `/api/admin/...` is the operator API,
-//! `GET /metrics` the Prometheus text. One task, the driver (`driver.rs`), owns the machine on its
-//! own thread; every other task talks to it over a channel. Persisted records reach the SQLite
+//! `GET /metrics` the Prometheus text. The LLM node dialect (`/ws`, `/api/chat`,
+//! `/v1/chat/completions`) is [`llm`], driven on the same driver thread. One task, the driver
+//! (`driver.rs`), owns the machine on its own thread; every other task talks to it over a
+//! channel. Persisted records reach the SQLite
 //! [`store`] before any other output of the same drain is delivered. Connection tasks run
 //! on a `smol::Executor` with one thread per core (`SMOL_THREADS` overrides).
 
@@ -12,6 +14,7 @@ pub mod client;
 mod driver;
 mod http;
 mod io;
+pub mod llm;
 mod metrics;
 mod operator;
 mod server;
@@ -24,6 +27,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use client::{ClientError, OperatorClient};
+pub use llm::LlmServerConfig;
 pub use server::RunningGateway;
 pub use store::StoreError;
 pub use token::token_path;
@@ -52,6 +56,9 @@ pub struct ServerConfig {
     /// WebSocket messages queued for one connection; a peer that lets the queue fill is a slow
     /// reader and is disconnected (16).
     pub outbound_queue: usize,
+    /// The LLM node dialect (`/ws`, `/api/chat`, `/v1/chat/completions`): its timers, the shared
+    /// node token and the user API token.
+    pub llm: LlmServerConfig,
 }
 
 /// A PEM certificate chain and its PEM private key.
@@ -73,6 +80,7 @@ impl ServerConfig {
             threads: None,
             handshake_timeout: std::time::Duration::from_secs(15),
             outbound_queue: 16,
+            llm: LlmServerConfig::default(),
         }
     }
 }
@@ -93,6 +101,8 @@ pub enum ServerError {
     AdminToken(String),
     #[error("the gateway machine: {0}")]
     Machine(#[from] nodelink_core::gateway::GatewayError),
+    #[error("the LLM dialect: {0}")]
+    Llm(#[from] llm::LlmConfigError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub max_body: usize,
     pub handshake_timeout: Duration,
     pub outbound_queue: usize,
+    /// The LLM user APIs' bearer token (the admin token is accepted too).
+    pub llm_api_token: Option<String>,
     /// Where upgraded sockets get their own task (weak: the executor owns the tasks).
     pub executor: std::sync::Weak<Executor<'static>>,
     next_conn: AtomicU64,
@@ -110,6 +112,11 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
     );
     let (failed_tx, failed) = smol::channel::bounded(1);
     driver.on_failure(failed_tx);
+    driver.set_llm(super::llm::LlmPart::new(
+        config.llm.machine.clone(),
+        now,
+        unix_now,
+    )?);
     let driver = std::thread::Builder::new()
         .name("nodelink-driver".into())
         .spawn(move || driver.run())?;
@@ -125,6 +132,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         max_body: max_message,
         handshake_timeout: config.handshake_timeout,
         outbound_queue: config.outbound_queue.max(1),
+        llm_api_token: config.llm.api_token.clone(),
         next_conn: AtomicU64::new(1),
     });
     let (stop_executor, stop_rx) = smol::channel::bounded::<()>(1);

@@ -41,6 +41,23 @@ pub(crate) struct PendingSocket {
     abort: Receiver<()>,
 }
 
+impl PendingSocket {
+    /// An upgrade accepted by another route (the LLM dialect's `/ws`).
+    pub(crate) fn new(
+        conn: ConnId,
+        on_upgrade: OnUpgrade,
+        outbound: Receiver<Outbound>,
+        abort: Receiver<()>,
+    ) -> PendingSocket {
+        PendingSocket {
+            conn,
+            on_upgrade,
+            outbound,
+            abort,
+        }
+    }
+}
+
 /// tungstenite per design.md section 6: small read buffer, no write batching buffer, messages
 /// just above the largest legal record (the machine answers an oversized record with 1009).
 pub(crate) fn config(max_message: usize) -> WebSocketConfig {

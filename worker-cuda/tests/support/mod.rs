@@ -14,6 +14,8 @@ use serde_json::Value;
 pub struct FakeContext {
     pub cancelled: AtomicBool,
     pub progress: Mutex<Vec<Progress>>,
+    /// What `stream_text` was given, call by call.
+    pub texts: Mutex<Vec<String>>,
 }
 
 impl FakeContext {
@@ -34,6 +36,11 @@ impl FakeContext {
         });
     }
 
+    /// The texts streamed so far, call by call.
+    pub fn texts(&self) -> Vec<String> {
+        self.texts.lock().unwrap().clone()
+    }
+
     pub fn progress_reports(&self) -> Vec<Progress> {
         self.progress.lock().unwrap().clone()
     }
@@ -46,7 +53,9 @@ impl RunContext for FakeContext {
     fn progress(&self, progress: Progress) {
         self.progress.lock().unwrap().push(progress);
     }
-    fn stream_text(&self, _: &str) {}
+    fn stream_text(&self, text: &str) {
+        self.texts.lock().unwrap().push(text.to_owned());
+    }
 }
 
 /// A request for `command` with `params`, due in 30 s.

@@ -11,6 +11,7 @@
 //! [`GatewayOutput::Persist`] and come back through [`Gateway::restore`] at start-up.
 
 mod http;
+mod llm_auth;
 mod pump;
 mod shutdown;
 
