@@ -136,3 +136,56 @@ fn a_model_without_a_node_times_out_in_each_api() {
     let answer: Value = serde_json::from_str(&user.lines().concat()).unwrap();
     assert_eq!(answer["error"]["message"], "timeout waiting for node");
 }
+
+/// Pairs `node_id` through the REST flow and returns its per-node token.
+fn pair_over_rest(gateway: &nodelink::gateway::RunningGateway, node_id: &str) -> String {
+    let url = format!("{}/api/nodes/me/pair", gateway.url());
+    let body = json!({"nodeId": node_id, "pairingSecret": "llm-pairing-secret-1"});
+    let post = || -> Value {
+        ureq::post(&url)
+            .send_json(&body)
+            .expect("pairing answers")
+            .body_mut()
+            .read_json()
+            .expect("JSON")
+    };
+    let first = post();
+    let code = first["pairingCode"].as_str().expect("a pairing code");
+    let operator = nodelink::gateway::OperatorClient::new(&gateway.url(), gateway.admin_token());
+    operator.approve(code, &[]).expect("approved");
+    // One pairing request per second per node id (docs/protocol.md 7.3).
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = post();
+    assert_eq!(second["status"], "approved", "{second}");
+    second["token"].as_str().expect("a token").to_owned()
+}
+
+/// A node paired on the hub authenticates on `/ws` with its own token (no shared token needed);
+/// once revoked, the same token is refused with 4002.
+#[test]
+fn a_paired_nodes_own_token_serves_llm_tasks_until_it_is_revoked() {
+    let scratch = Scratch::new("llm-paired");
+    let gateway = start_gateway(&scratch, |_| {});
+    let backend = OpenAiBackend::start(Reply::Echo {
+        delay: Duration::ZERO,
+    })
+    .unwrap();
+    let token = pair_over_rest(&gateway, "llm-paired-1");
+    let node = start_node_with_token(&gateway, &backend.base_url(), "tiny", "n1", 1, &token);
+
+    let user = UserStream::open(&gateway, "/api/chat", API_TOKEN, &chat_body("tiny", TEXT));
+    assert_eq!(user.status, 200);
+    let (text, last) = ndjson_result(&user.lines());
+    assert_eq!(text, TEXT);
+    assert_eq!(last, json!({"done": true}));
+    node.stop();
+    node.wait();
+
+    let operator = nodelink::gateway::OperatorClient::new(&gateway.url(), gateway.admin_token());
+    operator.revoke("llm-paired-1", "test").expect("revoked");
+    let mut raw = RawNode::connect(
+        &gateway,
+        &format!("token={token}&model=tiny&max_concurrency=1&name=n2"),
+    );
+    assert_eq!(raw.close_code().0, 4002);
+}

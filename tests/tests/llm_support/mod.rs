@@ -76,8 +76,27 @@ pub fn start_node(
     name: &str,
     max_concurrency: u32,
 ) -> NodeHandle {
+    start_node_with_token(
+        gateway,
+        backend_url,
+        model,
+        name,
+        max_concurrency,
+        NODE_TOKEN,
+    )
+}
+
+/// [`start_node`] authenticating with `token` (a per-node token from pairing, say).
+pub fn start_node_with_token(
+    gateway: &RunningGateway,
+    backend_url: &str,
+    model: &str,
+    name: &str,
+    max_concurrency: u32,
+    token: &str,
+) -> NodeHandle {
     let params = ConnectParams {
-        token: NODE_TOKEN.into(),
+        token: token.into(),
         model: model.into(),
         max_concurrency,
         name: name.into(),
