@@ -50,6 +50,7 @@
 //! [`DeadlineQueue`]: crate::time::DeadlineQueue
 
 mod conn;
+mod heartbeat;
 mod open;
 mod receive;
 mod send;
@@ -70,6 +71,7 @@ use send::Tx;
 use timers::Timers;
 
 pub use crate::node::WsFrame;
+pub use heartbeat::RawHeartbeat;
 
 /// WebSocket close code of a normal close (RFC 6455).
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -234,6 +236,14 @@ pub enum HubServerEvent {
         invocation_id: Option<String>,
         call: NodeCall,
     },
+    /// The node sent a Heartbeat (fire-and-forget), kept as text: only with
+    /// [`HubServer::set_raw_heartbeats`] on, and only for the usual JSON shape (any other
+    /// Heartbeat is a `Call`).
+    Heartbeat {
+        conn: ConnId,
+        node: Arc<str>,
+        heartbeat: RawHeartbeat,
+    },
     /// A stateful connection resumed on the socket `conn`; `previous` names it no longer.
     Reconnected {
         conn: ConnId,
@@ -333,6 +343,8 @@ pub struct HubServer {
 #[derive(Debug)]
 struct Shared {
     config: HubServerConfig,
+    /// See [`HubServer::set_raw_heartbeats`].
+    raw_heartbeats: bool,
     tx: Tx,
     events: VecDeque<HubServerEvent>,
     timers: Timers,
@@ -350,6 +362,7 @@ impl HubServer {
                 tx: Tx::new(config.max_batch_len),
                 events: VecDeque::new(),
                 timers: Timers::default(),
+                raw_heartbeats: false,
                 config,
             },
         })

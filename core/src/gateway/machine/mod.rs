@@ -13,7 +13,8 @@
 mod http;
 mod pump;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ use super::dispatch::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
     DispatchRecord, DispatchRequest, Dispatcher,
 };
-use super::hub::{HubServer, HubServerConfig};
+use super::hub::{HubServer, HubServerConfig, RawHeartbeat};
 use super::pairing::{PairingConfig, PairingError, PairingPersist, PairingRecord, PendingPairing};
 use super::{ConnId, HttpReply, Source};
 use crate::node::http::Method;
@@ -215,6 +216,46 @@ pub struct NodeView {
     pub in_flight: Vec<String>,
 }
 
+/// A node's last heartbeat as the gateway keeps it: as received over JSON (decoded only when an
+/// operator asks), or decoded already (MessagePack, REST, or an unusual JSON record).
+#[derive(Debug)]
+enum KeptHeartbeat {
+    Raw(RawHeartbeat),
+    Decoded(HeartbeatDto),
+}
+
+impl KeptHeartbeat {
+    fn decode(&self) -> Option<HeartbeatDto> {
+        match self {
+            // The hub checked it decodes.
+            KeptHeartbeat::Raw(raw) => raw.decode().ok(),
+            KeptHeartbeat::Decoded(dto) => Some(dto.clone()),
+        }
+    }
+}
+
+/// FNV-1a: a fixed hasher for short keys (node ids) in maps that are never iterated.
+#[derive(Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
 /// Caller misuse or an operator action that cannot be done.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -245,8 +286,8 @@ pub struct Gateway {
     conn_nodes: BTreeMap<ConnId, Arc<str>>,
     /// Connections whose node has not been attached to the dispatcher yet (waiting for `Hello`).
     unattached: BTreeSet<ConnId>,
-    /// The last heartbeat of each node, for operators.
-    heartbeats: BTreeMap<Arc<str>, (Instant, HeartbeatDto)>,
+    /// The last heartbeat of each node, for operators. Never iterated.
+    heartbeats: HashMap<Arc<str>, KeptHeartbeat, BuildHasherDefault<FnvHasher>>,
     outputs: VecDeque<GatewayOutput>,
 }
 
@@ -260,8 +301,9 @@ impl Gateway {
         seed: [u8; 32],
     ) -> Result<Gateway, GatewayError> {
         let clock = UnixClock::new(now, unix_now);
-        let hub =
+        let mut hub =
             HubServer::new(config.hub.clone()).map_err(|e| GatewayError::Config(e.to_string()))?;
+        hub.set_raw_heartbeats(true);
         Ok(Gateway {
             rng: Rng::from_seed(seed),
             clock,
@@ -272,7 +314,7 @@ impl Gateway {
             node_conns: BTreeMap::new(),
             conn_nodes: BTreeMap::new(),
             unattached: BTreeSet::new(),
-            heartbeats: BTreeMap::new(),
+            heartbeats: HashMap::default(),
             outputs: VecDeque::new(),
             config,
         })
@@ -349,7 +391,7 @@ impl Gateway {
             scopes: record.scopes.clone(),
             name: record.name.clone(),
             platform: record.platform.clone(),
-            last_heartbeat: heartbeat.map(|(_, dto)| dto.clone()),
+            last_heartbeat: heartbeat.and_then(KeptHeartbeat::decode),
             last_contact_unix_ms: self
                 .dispatcher
                 .last_heartbeat(&record.node_id)
@@ -547,11 +589,11 @@ impl Gateway {
     }
 
     /// Keeps a node's last heartbeat for operators, overwriting the previous one in place.
-    fn keep_heartbeat(&mut self, now: Instant, node: &Arc<str>, heartbeat: HeartbeatDto) {
+    fn keep_heartbeat(&mut self, _now: Instant, node: &Arc<str>, heartbeat: KeptHeartbeat) {
         match self.heartbeats.get_mut(node) {
-            Some(slot) => *slot = (now, heartbeat),
+            Some(slot) => *slot = heartbeat,
             None => {
-                self.heartbeats.insert(Arc::clone(node), (now, heartbeat));
+                self.heartbeats.insert(Arc::clone(node), heartbeat);
             }
         }
     }

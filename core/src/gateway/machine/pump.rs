@@ -12,7 +12,7 @@ use crate::scope::ScopeSet;
 use crate::wire::contract::{answer_hello, GatewayCall, NodeCall};
 use crate::wire::signalr::CompletionOutcome;
 
-use super::{Gateway, GatewayEvent, GatewayOutput, StoreRecord};
+use super::{Gateway, GatewayEvent, GatewayOutput, KeptHeartbeat, StoreRecord};
 
 impl Gateway {
     /// Drains every sub-machine until none moves.
@@ -156,6 +156,18 @@ impl Gateway {
                 invocation_id,
                 call,
             } => self.on_call(now, conn, node, invocation_id, call),
+            HubServerEvent::Heartbeat {
+                conn,
+                node,
+                heartbeat,
+            } => {
+                // As a decoded Heartbeat `Call`, without decoding it: the dispatcher needs only
+                // its slots, operators get it decoded when they ask.
+                self.attach(now, conn, &node, None, None);
+                self.dispatcher
+                    .heartbeat_slots(now, &node, heartbeat.slots());
+                self.keep_heartbeat(now, &node, KeptHeartbeat::Raw(heartbeat));
+            }
         }
     }
 
@@ -218,7 +230,7 @@ impl Gateway {
         match call {
             NodeCall::Heartbeat(heartbeat) => {
                 self.dispatcher.heartbeat(now, &node, &heartbeat);
-                self.keep_heartbeat(now, &node, heartbeat);
+                self.keep_heartbeat(now, &node, KeptHeartbeat::Decoded(heartbeat));
             }
             NodeCall::CommandResult(result) => {
                 let outcome = match self.dispatcher.result(now, &node, result) {

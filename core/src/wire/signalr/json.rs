@@ -24,11 +24,14 @@
 //!
 //! [`decode_invocation`] is the one-pass fast path for the contract's hot methods: it decodes
 //! the argument straight into its DTO and falls back to [`decode_record`] for anything unusual.
+//! [`scan_heartbeat`] goes further for the gateway's hottest record: it only checks a Heartbeat's
+//! shape and says where its argument lies, for a receiver that keeps it as text.
 //!
 //! Framing (splitting a byte stream at 0x1E) lives in [`super::framing`]; this module sees one
 //! record at a time.
 
 mod decode;
+mod scan;
 mod typed;
 
 use serde_json::value::RawValue;
@@ -37,6 +40,7 @@ use super::message::{CompletionOutcome, Headers, HubMessage, Invocation, Payload
 use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
+pub use scan::{scan_heartbeat, HeartbeatScan};
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 
 /// Appends `message` as one JSON record terminated by 0x1E. Payloads held as MessagePack are
