@@ -7,7 +7,9 @@ mod contract_support;
 use contract_support::heartbeat;
 use nodelink_core::wire::contract::NodeCall;
 use nodelink_core::wire::dto::{Capabilities, HeartbeatDto};
-use nodelink_core::wire::signalr::json::{decode_record, scan_heartbeat, HeartbeatScan};
+use nodelink_core::wire::signalr::json::{
+    decode_record, scan_heartbeat, scan_heartbeat_with, HeartbeatScan,
+};
 use nodelink_core::wire::signalr::{HubMessage, HubProtocol};
 use proptest::prelude::*;
 
@@ -152,6 +154,12 @@ proptest! {
         }
         if let Some(scan) = scan_heartbeat(&damaged) {
             agrees(&damaged, scan)?;
+        }
+        // Knowing the clean record's capabilities changes nothing but the work done.
+        let known = scan_heartbeat(&clean).and_then(|scan| scan.capabilities);
+        if let Some(known) = known {
+            prop_assert_eq!(scan_heartbeat_with(&damaged, Some(known.as_bytes())), scan_heartbeat(&damaged));
+            prop_assert_eq!(scan_heartbeat_with(&clean, Some(known.as_bytes())), scan_heartbeat(&clean));
         }
     }
 }

@@ -1,14 +1,14 @@
 //! Heartbeats kept as text: the hub's answer to the gateway's hottest record.
 //!
 //! With [`HubServer::set_raw_heartbeats`] on, a JSON Heartbeat invocation of the usual shape is
-//! checked by [`scan_heartbeat`] and handed over as a [`RawHeartbeat`] (its argument's text and
+//! checked by [`scan_heartbeat_with`] and handed over as a [`RawHeartbeat`] (its argument's text and
 //! its `capabilities.slots`) instead of a decoded [`HeartbeatDto`]. Its `capabilities` object is
 //! decoded only when its bytes differ from the last ones decoded on the connection (nodes send
 //! the same capabilities every time). Anything unusual takes the general path and arrives as
 //! [`HubServerEvent::Call`](super::HubServerEvent::Call), as it does with the switch off.
 
 use crate::wire::dto::{Capabilities, HeartbeatDto};
-use crate::wire::signalr::json::scan_heartbeat;
+use crate::wire::signalr::json::scan_heartbeat_with;
 
 use super::HubServer;
 
@@ -49,7 +49,8 @@ pub(super) fn raw_heartbeat(
     record: &[u8],
     memo: &mut Option<CapabilitiesMemo>,
 ) -> Option<RawHeartbeat> {
-    let scan = scan_heartbeat(record)?;
+    let known = memo.as_ref().map(|memo| &memo.json[..]);
+    let scan = scan_heartbeat_with(record, known)?;
     let slots = match scan.capabilities {
         None => None,
         Some(json) => match memo {

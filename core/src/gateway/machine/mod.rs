@@ -24,6 +24,7 @@ use crate::wire::contract::{GatewayCall, SUPPORTED_PROTOCOL_VERSIONS};
 use crate::wire::dto::HeartbeatDto;
 use crate::wire::signalr::HubProtocol;
 
+use super::dispatch::FnvHasher;
 use super::auth::{AuthConfig, NodeBook, NodeRecord, NodeState, UnixClock};
 use super::dispatch::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
@@ -231,28 +232,6 @@ impl KeptHeartbeat {
             KeptHeartbeat::Raw(raw) => raw.decode().ok(),
             KeptHeartbeat::Decoded(dto) => Some(dto.clone()),
         }
-    }
-}
-
-/// FNV-1a: a fixed hasher for short keys (node ids) in maps that are never iterated.
-#[derive(Default)]
-pub(crate) struct FnvHasher(u64);
-
-impl std::hash::Hasher for FnvHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for byte in bytes {
-            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = hash;
     }
 }
 

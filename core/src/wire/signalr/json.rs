@@ -40,7 +40,7 @@ use super::message::{CompletionOutcome, Headers, HubMessage, Invocation, Payload
 use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
-pub use scan::{scan_heartbeat, HeartbeatScan};
+pub use scan::{scan_heartbeat, scan_heartbeat_with, HeartbeatScan};
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 
 /// Appends `message` as one JSON record terminated by 0x1E. Payloads held as MessagePack are

@@ -28,6 +28,16 @@ pub struct HeartbeatScan<'a> {
 /// argument is a valid `HeartbeatDto` apart from the content of `capabilities`; `None` sends the
 /// caller to the general path.
 pub fn scan_heartbeat(record: &[u8]) -> Option<HeartbeatScan<'_>> {
+    scan_heartbeat_with(record, None)
+}
+
+/// [`scan_heartbeat`] for a caller that knows the `capabilities` a node sent last: when the
+/// record's `capabilities` starts with `known` (the complete text of an object, which JSON's
+/// grammar delimits by itself), it is taken as that object without scanning it again.
+pub fn scan_heartbeat_with<'a>(
+    record: &'a [u8],
+    known: Option<&[u8]>,
+) -> Option<HeartbeatScan<'a>> {
     // The general path rejects invalid UTF-8 anywhere, skipped members included; so must this.
     let text = std::str::from_utf8(record).ok()?;
     let mut s = Scanner {
@@ -63,7 +73,7 @@ pub fn scan_heartbeat(record: &[u8]) -> Option<HeartbeatScan<'_>> {
                 b"arguments" if seen_target && scan.is_none() => {
                     s.expect(b'[')?;
                     s.ws();
-                    scan = Some(s.heartbeat(text)?);
+                    scan = Some(s.heartbeat(text, known)?);
                     s.ws();
                     s.expect(b']')?;
                 }
@@ -134,7 +144,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string without escapes or control characters; its content.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let start = self.at;
@@ -247,7 +257,7 @@ impl<'a> Scanner<'a> {
 
     /// The heartbeat argument: an object with every required `HeartbeatDto` member once, each
     /// of its type; `capabilities` null or an object.
-    fn heartbeat(&mut self, text: &'a str) -> Option<HeartbeatScan<'a>> {
+    fn heartbeat(&mut self, text: &'a str, known: Option<&[u8]>) -> Option<HeartbeatScan<'a>> {
         // nodeId, status, uptime, platform, version, cpuPercent, memoryMb, capabilities.
         const REQUIRED: u8 = 0b0111_1111;
         let start = self.at;
@@ -297,8 +307,16 @@ impl<'a> Scanner<'a> {
                     b'n' => self.literal(b"null")?,
                     b'{' => {
                         let from = self.at;
-                        self.skip_value(1)?;
-                        capabilities = Some(&text[from..self.at]);
+                        match known {
+                            Some(known)
+                                if known.first() == Some(&b'{')
+                                    && self.bytes[from..].starts_with(known) =>
+                            {
+                                self.at += known.len();
+                            }
+                            _ => self.skip_value(1)?,
+                        }
+                        capabilities = Some(text.get(from..self.at)?);
                     }
                     _ => return None,
                 },
