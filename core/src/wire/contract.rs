@@ -33,7 +33,7 @@ use super::dto::{
     CancelCommandDto, CommandProgressDto, CommandResultDto, ExecuteCommandDto, HeartbeatDto,
     HelloAckDto, HelloDto,
 };
-use super::signalr::json::TypedInvocation;
+use super::signalr::json::{self, TypedInvocation};
 use super::signalr::{
     CompletionOutcome, Headers, HubMessage, HubProtocol, Invocation, Payload, PayloadError,
 };
@@ -253,6 +253,18 @@ impl GatewayCall {
             GatewayCall::CancelCommand(dto) => Payload::encode(protocol, dto)?,
         };
         Ok(invocation(self.target(), invocation_id, argument))
+    }
+
+    /// Appends the JSON record of `to_message(HubProtocol::Json, None)`: the same bytes,
+    /// serialized straight into `out` (the gateway's hot path for `ExecuteCommand`).
+    pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+        let target = self.target();
+        match self {
+            GatewayCall::ExecuteCommand(dto) => json::encode_invocation(target, dto, out),
+            GatewayCall::RefreshScopes(scopes) => json::encode_invocation(target, scopes, out),
+            GatewayCall::RevokeAccess { reason } => json::encode_invocation(target, reason, out),
+            GatewayCall::CancelCommand(dto) => json::encode_invocation(target, dto, out),
+        }
     }
 
     /// Decodes an invocation received by a node.

@@ -61,6 +61,28 @@ pub fn encode_record(message: &HubMessage, out: &mut Vec<u8>) -> Result<(), Payl
     }
 }
 
+/// Appends the record of a fire-and-forget Invocation of `target` with one argument and no
+/// headers, serializing `argument` straight into `out`: the same bytes as [`encode_record`] of
+/// the Invocation whose payload is `Payload::encode(HubProtocol::Json, argument)`, without the
+/// payload's own allocation and copy. On failure `out` is left as it was.
+pub fn encode_invocation<T: serde::Serialize + ?Sized>(
+    target: &str,
+    argument: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), PayloadError> {
+    let start = out.len();
+    out.extend_from_slice(b"{\"type\":1,\"target\":");
+    write_str(target, out);
+    out.extend_from_slice(b",\"arguments\":[");
+    if let Err(e) = serde_json::to_writer(&mut *out, argument) {
+        out.truncate(start);
+        return Err(PayloadError(format!("cannot encode as JSON: {e}")));
+    }
+    out.extend_from_slice(b"]}");
+    out.push(RECORD_SEPARATOR);
+    Ok(())
+}
+
 fn write_message(message: &HubMessage, out: &mut Vec<u8>) -> Result<(), PayloadError> {
     out.extend_from_slice(b"{\"type\":");
     // Message types are 1..=9: one ASCII digit.
