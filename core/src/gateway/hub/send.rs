@@ -13,6 +13,9 @@ use crate::gateway::ConnId;
 use crate::wire::contract::GatewayCall;
 use crate::wire::signalr::{CompletionOutcome, Headers, HubMessage, HubProtocol, PayloadError};
 
+/// The room a new frame starts with: an `ExecuteCommand` with small params, a Completion.
+const FRAME_START_CAPACITY: usize = 256;
+
 /// The transmit queue: frames ready for the shell, and the connections with a pending frame.
 #[derive(Debug)]
 pub(super) struct Tx {
@@ -85,6 +88,11 @@ impl Tx {
             return Ok(Written::Ok);
         }
         let start = conn.pending.len();
+        if start == 0 {
+            // A new frame: one allocation of a usual frame's size rather than a string of
+            // reallocations while the records are written.
+            conn.pending.reserve(FRAME_START_CAPACITY);
+        }
         encode(&mut conn.pending)?;
         if let Some(replay) = conn.replay.as_mut() {
             if trackable && !replay.track(&conn.pending[start..], buffer_limit) {

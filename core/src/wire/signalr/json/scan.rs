@@ -38,10 +38,8 @@ pub fn scan_heartbeat_with<'a>(
     record: &'a [u8],
     known: Option<&[u8]>,
 ) -> Option<HeartbeatScan<'a>> {
-    // The general path rejects invalid UTF-8 anywhere, skipped members included; so must this.
-    let text = std::str::from_utf8(record).ok()?;
     let mut s = Scanner {
-        bytes: text.as_bytes(),
+        bytes: record,
         at: 0,
         last: 0,
     };
@@ -71,6 +69,9 @@ pub fn scan_heartbeat_with<'a>(
                     seen_target = true;
                 }
                 b"arguments" if seen_target && scan.is_none() => {
+                    // Checked once a Heartbeat is certain (other records leave cheaply): the
+                    // general path rejects invalid UTF-8 anywhere, skipped members included.
+                    let text = std::str::from_utf8(record).ok()?;
                     s.expect(b'[')?;
                     s.ws();
                     scan = Some(s.heartbeat(text, known)?);
