@@ -258,9 +258,14 @@ impl Gateway {
 
     fn on_dispatch_output(&mut self, _now: Instant, output: DispatchOutput) {
         match output {
-            DispatchOutput::Send { node, call, .. } => {
+            DispatchOutput::Send { node, conn, call } => {
                 // Routed by node: a stateful reconnect may have moved it to a new connection.
-                if let Some(conn) = self.node_conns.get(node.as_str()).copied() {
+                // Usually it is still on `conn` (one cheap lookup by number, not by name).
+                let current = match self.conn_nodes.get(&conn) {
+                    Some(owner) if **owner == *node => Some(conn),
+                    _ => self.node_conns.get(node.as_str()).copied(),
+                };
+                if let Some(conn) = current {
                     let _ = self.hub.send(_now, conn, &call);
                 }
             }
