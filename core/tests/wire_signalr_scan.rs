@@ -1,7 +1,6 @@
 //! `scan_heartbeat` (core/src/wire/signalr/json/scan.rs): what it recognizes, what it leaves to
 //! the general path, and the property that holds it to the general path: whenever it answers,
 //! the general path decodes the same record as a Heartbeat whose argument is the text it found.
-#[allow(dead_code)]
 mod contract_support;
 
 use contract_support::heartbeat;
@@ -41,7 +40,11 @@ fn a_usual_heartbeat_is_recognized_with_its_argument_and_capabilities() {
     );
     // Whitespace, member order, any case of the target, unknown members, null capabilities.
     let spaced = " { \"arguments\" : [ 1 ] , \"x\":{\"y\":[true,false,null,-1.5,\"z\"]} }";
-    assert_eq!(scan_heartbeat(spaced.as_bytes()), None, "arguments before target");
+    assert_eq!(
+        scan_heartbeat(spaced.as_bytes()),
+        None,
+        "arguments before target"
+    );
     let other = format!(
         "\t{{ \"target\" : \"HEARTBEAT\" ,\"x\":{{\"y\":[true,false,null,-1.5,\"é\"]}}, \"arguments\" : [ {} ] , \"type\" : 1 }}\n",
         ARG.replace(r#""capabilities":{"commands":["system.info"],"slots":4}"#, r#""capabilities":null,"extra":[{}]"#)
@@ -79,11 +82,17 @@ fn anything_unusual_goes_to_the_general_path() {
         record(&ARG.replace("2.5", "2.")),
         record(&ARG.replace("2.5", "2.5e0")),
         record(&ARG.replace("2.5", "\"2.5\"")),
-        record(&ARG.replace(r#"{"commands""#, r#"[{"commands""#).replace("4}}", "4}]}")),
+        record(
+            &ARG.replace(r#"{"commands""#, r#"[{"commands""#)
+                .replace("4}}", "4}]}"),
+        ),
         record(&ARG.replace("4}}", "4}")),
         record(&ARG.replace("4}}", "4,}}")),
         // Deep nesting in an unknown member.
-        record(&ARG.replace("{\"nodeId\"", &format!("{{\"x\":{}1{},\"nodeId\"", "[".repeat(40), "]".repeat(40)))),
+        record(&ARG.replace(
+            "{\"nodeId\"",
+            &format!("{{\"x\":{}1{},\"nodeId\"", "[".repeat(40), "]".repeat(40)),
+        )),
     ];
     for case in &cases {
         assert_eq!(scan_heartbeat(case.as_bytes()), None, "{case}");
@@ -97,7 +106,9 @@ fn encoded(dto: &HeartbeatDto) -> Vec<u8> {
         .to_message(HubProtocol::Json, None)
         .expect("encodable");
     let mut out = Vec::new();
-    HubProtocol::Json.encode(&message, &mut out).expect("encodable");
+    HubProtocol::Json
+        .encode(&message, &mut out)
+        .expect("encodable");
     out.pop(); // the record separator
     out
 }
@@ -115,7 +126,10 @@ fn agrees(record: &[u8], scan: HeartbeatScan<'_>) -> Result<(), TestCaseError> {
         let slots = scan
             .capabilities
             .map(|text| serde_json::from_str::<Capabilities>(text).map(|c| c.slots));
-        prop_assert_eq!(slots.map(Result::ok), dto.capabilities.as_ref().map(|c| Some(c.slots)));
+        prop_assert_eq!(
+            slots.map(Result::ok),
+            dto.capabilities.as_ref().map(|c| Some(c.slots))
+        );
     }
     Ok(())
 }

@@ -44,7 +44,12 @@ fn a_json_heartbeat_arrives_as_text_with_its_slots() {
 
     // Capabilities: decoded the first time, remembered while the same, decoded again on change.
     for (secs, slots) in [(2.0, 4), (3.0, 4), (4.0, 8), (5.0, 4)] {
-        let message = invocation(HubProtocol::Json, None, "Heartbeat", &with_slots(slots.into()));
+        let message = invocation(
+            HubProtocol::Json,
+            None,
+            "Heartbeat",
+            &with_slots(slots.into()),
+        );
         let step = sim.node_sends(secs, 1, HubProtocol::Json, &[message]);
         let [beat]: [RawHeartbeat; 1] = raw(&step).try_into().expect("one raw heartbeat");
         assert_eq!(beat.slots(), Some(slots));
@@ -58,14 +63,22 @@ fn a_json_heartbeat_arrives_as_text_with_its_slots() {
 fn other_heartbeats_take_the_general_path() {
     // Bad capabilities are reported as without raw heartbeats, naming the argument.
     let mut sim = raw_sim(HubProtocol::Json);
-    let bad = invocation(HubProtocol::Json, None, "Heartbeat", &with_slots("four".into()));
-    let step = sim.node_sends(1.0, 1, HubProtocol::Json, &[bad.clone()]);
+    let bad = invocation(
+        HubProtocol::Json,
+        None,
+        "Heartbeat",
+        &with_slots("four".into()),
+    );
+    let step = sim.node_sends(1.0, 1, HubProtocol::Json, std::slice::from_ref(&bad));
     let mut plain = Sim::new();
     plain.connected(0.0, 1, HubProtocol::Json);
     let expected = plain.node_sends(1.0, 1, HubProtocol::Json, &[bad]);
     assert!(matches!(
         &step.events[..],
-        [HubServerEvent::Misbehaved { error: HubPeerError::Contract(_), .. }]
+        [HubServerEvent::Misbehaved {
+            error: HubPeerError::Contract(_),
+            ..
+        }]
     ));
     assert_eq!(step.events, expected.events);
 

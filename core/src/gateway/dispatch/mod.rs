@@ -59,8 +59,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub use self::records::{CommandRecord, DispatchRecord, NodeRecord};
-use self::tables::{Ids, Ix, Memory, NodeIx, Slab};
 pub(crate) use self::tables::FnvHasher;
+use self::tables::{Ids, Ix, Memory, NodeIx, Slab};
 pub use self::types::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
     DispatchOutput, DispatchRequest, PeerInput, Refusal, ResultAck, Transport,

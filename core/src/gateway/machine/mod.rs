@@ -24,8 +24,8 @@ use crate::wire::contract::{GatewayCall, SUPPORTED_PROTOCOL_VERSIONS};
 use crate::wire::dto::HeartbeatDto;
 use crate::wire::signalr::HubProtocol;
 
-use super::dispatch::FnvHasher;
 use super::auth::{AuthConfig, NodeBook, NodeRecord, NodeState, UnixClock};
+use super::dispatch::FnvHasher;
 use super::dispatch::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
     DispatchRecord, DispatchRequest, Dispatcher,
