@@ -25,7 +25,8 @@
 //! ([`HubServerEvent::Reconnected`] names both).
 //!
 //! Events ([`HubServer::poll_event`]), per connection: at most one [`HubServerEvent::Connected`]
-//! (handshake accepted), then [`HubServerEvent::Call`]s and [`HubServerEvent::Misbehaved`]s; each
+//! (handshake accepted), then [`HubServerEvent::Call`]s (and [`HubServerEvent::Heartbeat`]s, kept
+//! as text, when [`HubServer::set_raw_heartbeats`] is on) and [`HubServerEvent::Misbehaved`]s; each
 //! socket loss of a resumable connection is a `Disconnected { will_resume: true }` followed by
 //! either a `Reconnected` or the end. Every connection (every accepted `open_socket` that is not a
 //! resume) ends with exactly one `Disconnected { will_resume: false }`, whatever ends it: the node,
