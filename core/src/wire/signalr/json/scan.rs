@@ -45,8 +45,15 @@ pub fn scan_heartbeat_with<'a>(
     };
     let (mut seen_type, mut seen_target) = (false, false);
     let mut scan = None;
-    s.ws();
-    s.expect(b'{')?;
+    // The envelope as nodes write it, matched at once (then the members as below).
+    const ENVELOPE: &[u8] = b"{\"type\":1,\"target\":\"Heartbeat\",";
+    if record.starts_with(ENVELOPE) {
+        (seen_type, seen_target) = (true, true);
+        s.at = ENVELOPE.len();
+    } else {
+        s.ws();
+        s.expect(b'{')?;
+    }
     s.ws();
     if s.peek()? != b'}' {
         loop {
@@ -269,22 +276,44 @@ impl<'a> Scanner<'a> {
         if self.peek()? == b'}' {
             return None;
         }
+        // The members in the order nodes write them, each with its `:`: a name spelled so is
+        // matched at once (the literal has no escape, so the name is exactly that one).
+        const MEMBERS: [(&[u8], u8, Field); 8] = [
+            (b"\"nodeId\":", 0, Field::Text),
+            (b"\"status\":", 1, Field::Text),
+            (b"\"uptime\":", 2, Field::Unsigned),
+            (b"\"platform\":", 3, Field::Text),
+            (b"\"version\":", 4, Field::Text),
+            (b"\"cpuPercent\":", 5, Field::Float),
+            (b"\"memoryMb\":", 6, Field::Unsigned),
+            (b"\"capabilities\":", 7, Field::Capabilities),
+        ];
+        let mut next = 0;
         loop {
-            let key = self.string()?;
-            self.ws();
-            self.expect(b':')?;
-            self.ws();
-            let (bit, kind) = match key {
-                b"nodeId" => (0, Field::Text),
-                b"status" => (1, Field::Text),
-                b"uptime" => (2, Field::Unsigned),
-                b"platform" => (3, Field::Text),
-                b"version" => (4, Field::Text),
-                b"cpuPercent" => (5, Field::Float),
-                b"memoryMb" => (6, Field::Unsigned),
-                b"capabilities" => (7, Field::Capabilities),
-                _ => (8, Field::Other),
+            let (bit, kind) = match MEMBERS.get(next) {
+                Some((literal, bit, kind)) if self.bytes[self.at..].starts_with(literal) => {
+                    self.at += literal.len();
+                    next += 1;
+                    (*bit, *kind)
+                }
+                _ => {
+                    let key = self.string()?;
+                    self.ws();
+                    self.expect(b':')?;
+                    match key {
+                        b"nodeId" => (0, Field::Text),
+                        b"status" => (1, Field::Text),
+                        b"uptime" => (2, Field::Unsigned),
+                        b"platform" => (3, Field::Text),
+                        b"version" => (4, Field::Text),
+                        b"cpuPercent" => (5, Field::Float),
+                        b"memoryMb" => (6, Field::Unsigned),
+                        b"capabilities" => (7, Field::Capabilities),
+                        _ => (8, Field::Other),
+                    }
+                }
             };
+            self.ws();
             if bit < 8 {
                 if seen & (1 << bit) != 0 {
                     // serde refuses a repeated member.
@@ -338,6 +367,7 @@ impl<'a> Scanner<'a> {
 }
 
 /// What a `HeartbeatDto` member must hold.
+#[derive(Clone, Copy)]
 enum Field {
     Text,
     Unsigned,
