@@ -47,6 +47,11 @@ pub fn scan_heartbeat_with<'a>(
     let mut scan = None;
     // The envelope as nodes write it, matched at once (then the members as below).
     const ENVELOPE: &[u8] = b"{\"type\":1,\"target\":\"Heartbeat\",";
+    // An invocation with an id (a CommandResult, a Hello) is never one: leave at once.
+    const WITH_ID: &[u8] = b"{\"type\":1,\"invocationId\":";
+    if record.starts_with(WITH_ID) {
+        return None;
+    }
     if record.starts_with(ENVELOPE) {
         (seen_type, seen_target) = (true, true);
         s.at = ENVELOPE.len();
