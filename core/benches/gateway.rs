@@ -12,7 +12,8 @@
 //! (`GET /hubs/node?id=`), sends its handshake and its `Hello` as a real node does.
 //!
 //! `cargo bench -p nodelink-core --bench gateway` (`--quick` for a smoke run; `--only heartbeat`
-//! or `--only dispatch` runs one case, for a profiler). The two cases are interleaved round by
+//! or `--only dispatch` runs one case, and `--ops N` sets the operations per round, for a
+//! profiler). The two cases are interleaved round by
 //! round and each figure is the median over the rounds; the bench's own work per operation (the
 //! frame copy, the result record's filling) is measured apart and printed. The clock stands still
 //! (one `now`): no timer comes due, as in a burst. Issue 5's targets: at least 1,000,000
@@ -355,7 +356,9 @@ impl Bench {
         self.peak_connections = self.peak_connections.max(self.gateway.connection_count());
     }
 
-    /// `count` heartbeats, round-robin over the nodes; the elapsed time.
+    /// `count` heartbeats, round-robin over the nodes; the elapsed time. Never inlined, so that
+    /// a profiler can count it alone (`valgrind --tool=callgrind --toggle-collect='*heartbeats*'`).
+    #[inline(never)]
     fn heartbeats(&mut self, count: usize) -> Duration {
         let now = self.now;
         let mut outputs = 0usize;
@@ -385,6 +388,8 @@ impl Bench {
     }
 
     /// `count` dispatch + result round trips, round-robin over the nodes; the elapsed time.
+    /// Never inlined, as `heartbeats`.
+    #[inline(never)]
     fn round_trips(&mut self, count: usize) -> Duration {
         let now = self.now;
         let mut executes = 0usize;
@@ -588,11 +593,20 @@ fn main() {
         .map(String::as_str);
     let run_beats = only.is_none_or(|o| o == "heartbeat");
     let run_trips = only.is_none_or(|o| o == "dispatch");
-    let (rounds, heartbeats, round_trips) = if quick {
+    let (rounds, mut heartbeats, mut round_trips) = if quick {
         (3, 200_000, 40_000)
     } else {
         (9, 2_000_000, 400_000)
     };
+    // `--ops N`: N heartbeats and N round trips per round (short runs under a profiler).
+    if let Some(ops) = args
+        .iter()
+        .position(|a| a == "--ops")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        (heartbeats, round_trips) = (ops.max(1), ops.max(1));
+    }
     let (mut bench, set_up_time) = set_up(NODES);
     // Warm-up: every node once each way.
     bench.heartbeats(NODES);

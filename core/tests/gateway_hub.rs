@@ -12,6 +12,8 @@ mod messages;
 mod negotiate;
 #[path = "gateway_hub/props.rs"]
 mod props;
+#[path = "gateway_hub/raw_heartbeats.rs"]
+mod raw_heartbeats;
 #[path = "gateway_hub/stateful.rs"]
 mod stateful;
 #[path = "gateway_hub/wire.rs"]

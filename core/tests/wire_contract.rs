@@ -744,6 +744,16 @@ proptest! {
     }
 
     #[test]
+    fn the_direct_json_record_is_the_message_s_record(call in gateway_call(), prefix in "[a-z]{0,3}") {
+        let mut expected = prefix.clone().into_bytes();
+        let message = call.to_message(HubProtocol::Json, None).expect("encodes");
+        HubProtocol::Json.encode(&message, &mut expected).expect("encodes");
+        let mut direct = prefix.into_bytes();
+        call.encode_json_record(&mut direct).expect("encodes");
+        prop_assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&expected));
+    }
+
+    #[test]
     fn decoding_never_panics_on_any_json_argument(
         target in prop_oneof![
             Just("Heartbeat"), Just("CommandResult"), Just("ScopeChanged"),

@@ -33,7 +33,7 @@ use super::dto::{
     CancelCommandDto, CommandProgressDto, CommandResultDto, ExecuteCommandDto, HeartbeatDto,
     HelloAckDto, HelloDto,
 };
-use super::signalr::json::TypedInvocation;
+use super::signalr::json::{self, TypedInvocation};
 use super::signalr::{
     CompletionOutcome, Headers, HubMessage, HubProtocol, Invocation, Payload, PayloadError,
 };
@@ -209,6 +209,54 @@ impl TypedInvocation for NodeCall {
     }
 }
 
+/// An `ExecuteCommandDto` as serde_json writes it (its derive's member order and omissions),
+/// with its strings copied at once when they need no escape: the gateway's hottest encoding.
+fn write_execute(dto: &ExecuteCommandDto, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+    // Every member named: a new one does not compile until it is written here too.
+    let ExecuteCommandDto {
+        command_id,
+        command,
+        params,
+        timeout_ms,
+        originated_by,
+        protocol_version,
+    } = dto;
+    let serde = |e: serde_json::Error| PayloadError(format!("cannot encode as JSON: {e}"));
+    out.extend_from_slice(b"{\"commandId\":");
+    json::write_str(command_id, out);
+    out.extend_from_slice(b",\"command\":");
+    json::write_str(command, out);
+    if let Some(params) = params {
+        out.extend_from_slice(b",\"params\":");
+        serde_json::to_writer(&mut *out, params).map_err(serde)?;
+    }
+    if let Some(ms) = *timeout_ms {
+        out.extend_from_slice(b",\"timeoutMs\":");
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut value = ms;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
+    }
+    if let Some(originated_by) = originated_by {
+        out.extend_from_slice(b",\"originatedBy\":");
+        serde_json::to_writer(&mut *out, originated_by).map_err(serde)?;
+    }
+    if let Some(version) = protocol_version {
+        out.extend_from_slice(b",\"protocolVersion\":");
+        json::write_str(version, out);
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 /// Everything a gateway invokes on a node. All of these are fire-and-forget.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GatewayCall {
@@ -253,6 +301,20 @@ impl GatewayCall {
             GatewayCall::CancelCommand(dto) => Payload::encode(protocol, dto)?,
         };
         Ok(invocation(self.target(), invocation_id, argument))
+    }
+
+    /// Appends the JSON record of `to_message(HubProtocol::Json, None)`: the same bytes,
+    /// serialized straight into `out` (the gateway's hot path for `ExecuteCommand`).
+    pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+        let target = self.target();
+        match self {
+            GatewayCall::ExecuteCommand(dto) => {
+                json::encode_invocation_with(target, out, |out| write_execute(dto, out))
+            }
+            GatewayCall::RefreshScopes(scopes) => json::encode_invocation(target, scopes, out),
+            GatewayCall::RevokeAccess { reason } => json::encode_invocation(target, reason, out),
+            GatewayCall::CancelCommand(dto) => json::encode_invocation(target, dto, out),
+        }
     }
 
     /// Decodes an invocation received by a node.

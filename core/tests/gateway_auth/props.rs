@@ -122,6 +122,9 @@ proptest! {
             b.list().map(|r| (r.node_id.as_str(), r.is_approved())).collect();
         for (i, node) in NODES.iter().enumerate() {
             prop_assert_eq!(states[node], !revoked[i]);
+            // The book's index of approved ids agrees with its records.
+            prop_assert_eq!(b.is_approved(node), !revoked[i]);
         }
+        prop_assert!(!b.is_approved("unknown"));
     }
 }

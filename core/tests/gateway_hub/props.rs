@@ -416,7 +416,9 @@ impl Model {
                         self.retired.insert(*conn);
                     }
                 }
-                HubServerEvent::Call { conn, .. } | HubServerEvent::Misbehaved { conn, .. } => {
+                HubServerEvent::Call { conn, .. }
+                | HubServerEvent::Heartbeat { conn, .. }
+                | HubServerEvent::Misbehaved { conn, .. } => {
                     prop_assert!(
                         self.live.contains_key(conn) || self.ended_in_step(&step, *conn),
                         "event for a dead socket: {event:?}"

@@ -38,12 +38,14 @@
 mod limiter;
 mod record;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+use crate::gateway::dispatch::FnvHasher;
 use crate::gateway::{HttpReply, Source};
 use crate::scope::{ScopeError, ScopeSet};
 use crate::wire::rest::{validate_node_id, NodeToken, RestErrorBody, RestErrorCode, TokenError};
@@ -185,6 +187,9 @@ pub enum BookError {
 pub struct NodeBook {
     clock: UnixClock,
     nodes: BTreeMap<String, NodeRecord>,
+    /// The ids of approved nodes in `nodes`: `is_approved` (every dispatch asks) without a
+    /// walk of the ordered map. Never iterated.
+    approved: HashSet<String, BuildHasherDefault<FnvHasher>>,
     sources: Limiter<Source>,
     node_failures: Limiter<String>,
     persist: VecDeque<AuthPersist>,
@@ -206,6 +211,7 @@ impl NodeBook {
         NodeBook {
             clock,
             nodes: BTreeMap::new(),
+            approved: HashSet::default(),
             sources: Limiter::new(config.failures_per_source, config.max_tracked_sources),
             node_failures: Limiter::new(config.failures_per_node, config.max_tracked_nodes),
             persist: VecDeque::new(),
@@ -233,7 +239,7 @@ impl NodeBook {
 
     /// Whether `node_id` is known and approved.
     pub fn is_approved(&self, node_id: &str) -> bool {
-        self.nodes.get(node_id).is_some_and(NodeRecord::is_approved)
+        self.approved.contains(node_id)
     }
 
     /// How many source addresses and nodeIds the limiter tracks now.
@@ -369,11 +375,22 @@ impl NodeBook {
         for record in records {
             self.nodes.insert(record.node_id.clone(), record);
         }
+        self.approved = self
+            .nodes
+            .values()
+            .filter(|r| r.is_approved())
+            .map(|r| r.node_id.clone())
+            .collect();
     }
 
     /// Stores a record and queues it for the store; no checks (the pairing book's tokens).
     pub(crate) fn put(&mut self, record: NodeRecord) {
         self.persist.push_back(AuthPersist::Node(record.clone()));
+        if record.is_approved() {
+            self.approved.insert(record.node_id.clone());
+        } else {
+            self.approved.remove(&record.node_id);
+        }
         self.nodes.insert(record.node_id.clone(), record);
     }
 

@@ -52,13 +52,14 @@ mod tables;
 mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub use self::records::{CommandRecord, DispatchRecord, NodeRecord};
+pub(crate) use self::tables::FnvHasher;
 use self::tables::{Ids, Ix, Memory, NodeIx, Slab};
 pub use self::types::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
@@ -188,7 +189,7 @@ pub struct Dispatcher {
     epoch_unix: Duration,
     nodes: Slab<NodeIx, NodeEntry>,
     /// Never iterated: a fixed hasher, and no order to leak.
-    node_names: HashMap<Arc<str>, NodeIx, BuildHasherDefault<DefaultHasher>>,
+    node_names: HashMap<Arc<str>, NodeIx, BuildHasherDefault<FnvHasher>>,
     commands: Slab<Ix, Command>,
     ids: Ids,
     next_key: Key,

@@ -102,6 +102,12 @@ impl Dispatcher {
     /// `capabilities.slots`, when present, replace the advertised slots.
     pub fn heartbeat(&mut self, now: Instant, node: &str, heartbeat: &HeartbeatDto) {
         let slots = heartbeat.capabilities.as_ref().map(|c| c.slots);
+        self.heartbeat_slots(now, node, slots);
+    }
+
+    /// [`heartbeat`](Self::heartbeat) for a caller that has only the heartbeat's
+    /// `capabilities.slots` (`None`: no `capabilities`).
+    pub fn heartbeat_slots(&mut self, now: Instant, node: &str, slots: Option<u32>) {
         // The hot path: an online node, nothing to persist. One lookup, no allocation.
         let every = self.config.persist_seen_every;
         let default = self.config.default_slots;

@@ -150,6 +150,29 @@ impl Hasher for UuidHasher {
     }
 }
 
+/// FNV-1a: a fixed hasher for short keys (node ids) in maps that are never iterated; far
+/// cheaper than SipHash for them, and no weaker here (SipHash with fixed keys is no defence).
+#[derive(Default)]
+pub struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+}
+
 /// Commands by id. A UUID in canonical form (lowercase, hyphenated: what `dispatch` creates) is
 /// keyed by its 128-bit value; any other id (only a restored record can carry one) by its text.
 #[derive(Debug)]

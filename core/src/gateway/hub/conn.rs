@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::heartbeat::CapabilitiesMemo;
 use super::{ConnState, HubPeerError};
 use crate::gateway::ConnId;
 use crate::wire::signalr::framing::RecordDecoder;
@@ -39,6 +40,8 @@ pub(super) struct Conn {
     pub dirty: bool,
     /// Stateful reconnect is on (handshake version 2 and granted by negotiate).
     pub replay: Option<Box<Replay>>,
+    /// The last heartbeat `capabilities` decoded (raw heartbeats only).
+    pub capabilities: Option<CapabilitiesMemo>,
 }
 
 impl Conn {
@@ -61,6 +64,7 @@ impl Conn {
             pending: Vec::new(),
             dirty: false,
             replay: None,
+            capabilities: None,
         }
     }
 

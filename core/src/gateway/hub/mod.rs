@@ -25,7 +25,8 @@
 //! ([`HubServerEvent::Reconnected`] names both).
 //!
 //! Events ([`HubServer::poll_event`]), per connection: at most one [`HubServerEvent::Connected`]
-//! (handshake accepted), then [`HubServerEvent::Call`]s and [`HubServerEvent::Misbehaved`]s; each
+//! (handshake accepted), then [`HubServerEvent::Call`]s (and [`HubServerEvent::Heartbeat`]s, kept
+//! as text, when [`HubServer::set_raw_heartbeats`] is on) and [`HubServerEvent::Misbehaved`]s; each
 //! socket loss of a resumable connection is a `Disconnected { will_resume: true }` followed by
 //! either a `Reconnected` or the end. Every connection (every accepted `open_socket` that is not a
 //! resume) ends with exactly one `Disconnected { will_resume: false }`, whatever ends it: the node,
@@ -50,6 +51,7 @@
 //! [`DeadlineQueue`]: crate::time::DeadlineQueue
 
 mod conn;
+mod heartbeat;
 mod open;
 mod receive;
 mod send;
@@ -70,6 +72,7 @@ use send::Tx;
 use timers::Timers;
 
 pub use crate::node::WsFrame;
+pub use heartbeat::RawHeartbeat;
 
 /// WebSocket close code of a normal close (RFC 6455).
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -234,6 +237,14 @@ pub enum HubServerEvent {
         invocation_id: Option<String>,
         call: NodeCall,
     },
+    /// The node sent a Heartbeat (fire-and-forget), kept as text: only with
+    /// [`HubServer::set_raw_heartbeats`] on, and only for the usual JSON shape (any other
+    /// Heartbeat is a `Call`).
+    Heartbeat {
+        conn: ConnId,
+        node: Arc<str>,
+        heartbeat: RawHeartbeat,
+    },
     /// A stateful connection resumed on the socket `conn`; `previous` names it no longer.
     Reconnected {
         conn: ConnId,
@@ -333,6 +344,8 @@ pub struct HubServer {
 #[derive(Debug)]
 struct Shared {
     config: HubServerConfig,
+    /// See [`HubServer::set_raw_heartbeats`].
+    raw_heartbeats: bool,
     tx: Tx,
     events: VecDeque<HubServerEvent>,
     timers: Timers,
@@ -350,6 +363,7 @@ impl HubServer {
                 tx: Tx::new(config.max_batch_len),
                 events: VecDeque::new(),
                 timers: Timers::default(),
+                raw_heartbeats: false,
                 config,
             },
         })

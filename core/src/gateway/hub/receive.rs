@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::conn::{trackable_of_error, Conn, Receipt, Replay};
+use super::heartbeat::{raw_heartbeat, RawHeartbeat};
 use super::{
     ConnState, DisconnectReason, HubPeerError, HubServer, HubServerEvent, Shared, WsFrame,
     CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG,
@@ -31,6 +32,8 @@ enum Item {
     Handshake(Result<HandshakeRequest, DecodeError>),
     /// An invocation decoded by the JSON fast path.
     Call(TypedCall<NodeCall>),
+    /// A Heartbeat kept as text (raw heartbeats on).
+    Heartbeat(RawHeartbeat),
     Message(HubMessage),
     Error(DecodeError),
 }
@@ -96,7 +99,7 @@ fn receive_records(
     conn: &mut Conn,
 ) -> Option<Ending> {
     loop {
-        let ending = match next_item(conn) {
+        let ending = match next_item(conn, shared.raw_heartbeats) {
             Item::NeedMore => return None,
             Item::Handshake(request) => on_handshake(shared, now, id, conn, request),
             Item::Call(TypedCall {
@@ -105,6 +108,16 @@ fn receive_records(
             }) => {
                 if fresh(shared, now, id, conn, "Invocation") {
                     on_call(shared, id, conn, invocation_id, call);
+                }
+                None
+            }
+            Item::Heartbeat(heartbeat) => {
+                if fresh(shared, now, id, conn, "Invocation") {
+                    shared.events.push_back(HubServerEvent::Heartbeat {
+                        conn: id,
+                        node: conn.node.clone(),
+                        heartbeat,
+                    });
                 }
                 None
             }
@@ -117,9 +130,10 @@ fn receive_records(
     }
 }
 
-fn next_item(conn: &mut Conn) -> Item {
+fn next_item(conn: &mut Conn, raw_heartbeats: bool) -> Item {
     let handshaking = conn.state == ConnState::Handshaking;
     let protocol = conn.protocol;
+    let capabilities = &mut conn.capabilities;
     let record = match conn.decoder.next_record() {
         Err(error) => return Item::Error(error),
         Ok(None) => return Item::NeedMore,
@@ -130,6 +144,11 @@ fn next_item(conn: &mut Conn) -> Item {
     }
     let decoded = match protocol {
         HubProtocol::Json => {
+            if raw_heartbeats {
+                if let Some(heartbeat) = raw_heartbeat(record, capabilities) {
+                    return Item::Heartbeat(heartbeat);
+                }
+            }
             if let Some(call) = json::decode_invocation::<NodeCall>(record) {
                 return Item::Call(call);
             }

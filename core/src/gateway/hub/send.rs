@@ -13,6 +13,9 @@ use crate::gateway::ConnId;
 use crate::wire::contract::GatewayCall;
 use crate::wire::signalr::{CompletionOutcome, Headers, HubMessage, HubProtocol, PayloadError};
 
+/// The room a new frame starts with: an `ExecuteCommand` with small params, a Completion.
+const FRAME_START_CAPACITY: usize = 256;
+
 /// The transmit queue: frames ready for the shell, and the connections with a pending frame.
 #[derive(Debug)]
 pub(super) struct Tx {
@@ -55,10 +58,27 @@ impl Tx {
         message: &HubMessage,
         buffer_limit: usize,
     ) -> Result<Written, PayloadError> {
+        let protocol = conn.protocol;
         let trackable = message.is_trackable();
+        self.write_with(now, id, conn, trackable, buffer_limit, |out| {
+            protocol.encode(message, out)
+        })
+    }
+
+    /// [`Tx::write`] of a message that `encode` appends as whole records of the connection's
+    /// protocol (leaving `out` as it was on failure); `trackable` as the message's type says.
+    pub fn write_with(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        conn: &mut Conn,
+        trackable: bool,
+        buffer_limit: usize,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<Written, PayloadError> {
         if conn.state != ConnState::Open {
             let mut record = Vec::new();
-            conn.protocol.encode(message, &mut record)?;
+            encode(&mut record)?;
             if let Some(replay) = conn.replay.as_mut().filter(|_| trackable) {
                 if !replay.track(&record, buffer_limit) {
                     let bytes = replay.buffered_bytes;
@@ -68,7 +88,12 @@ impl Tx {
             return Ok(Written::Ok);
         }
         let start = conn.pending.len();
-        conn.protocol.encode(message, &mut conn.pending)?;
+        if start == 0 {
+            // A new frame: one allocation of a usual frame's size rather than a string of
+            // reallocations while the records are written.
+            conn.pending.reserve(FRAME_START_CAPACITY);
+        }
+        encode(&mut conn.pending)?;
         if let Some(replay) = conn.replay.as_mut() {
             if trackable && !replay.track(&conn.pending[start..], buffer_limit) {
                 replay.give_up_resuming();
@@ -152,6 +177,10 @@ impl HubServer {
         call: &GatewayCall,
     ) -> Result<(), HubUsageError> {
         let protocol = self.open_protocol(conn)?;
+        if protocol == HubProtocol::Json {
+            // Straight into the frame: the same bytes as the message below, without building it.
+            return self.write_with(now, conn, true, |out| call.encode_json_record(out));
+        }
         let message = call
             .to_message(protocol, None)
             .map_err(|e| HubUsageError::Unencodable(e.0))?;
@@ -240,6 +269,24 @@ impl HubServer {
         id: ConnId,
         message: &HubMessage,
     ) -> Result<(), HubUsageError> {
+        let protocol = self
+            .conns
+            .get(&id)
+            .ok_or(HubUsageError::UnknownConnection(id))?
+            .protocol;
+        self.write_with(now, id, message.is_trackable(), |out| {
+            protocol.encode(message, out)
+        })
+    }
+
+    /// [`HubServer::write`] of records that `encode` appends (see [`Tx::write_with`]).
+    fn write_with(
+        &mut self,
+        now: Instant,
+        id: ConnId,
+        trackable: bool,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), PayloadError>,
+    ) -> Result<(), HubUsageError> {
         let conn = self
             .conns
             .get_mut(&id)
@@ -248,7 +295,7 @@ impl HubServer {
         let written = self
             .shared
             .tx
-            .write(now, id, conn, message, limit)
+            .write_with(now, id, conn, trackable, limit, encode)
             .map_err(|e| HubUsageError::Unencodable(e.0))?;
         if let Written::Overflowed { bytes } = written {
             let reason = DisconnectReason::ReplayBufferFull { bytes, limit };

@@ -14,7 +14,7 @@ use crate::wire::rest::{
 };
 use crate::wire::signalr::negotiate::query_param;
 
-use super::{Gateway, GatewayEvent, HttpRequest};
+use super::{Gateway, GatewayEvent, HttpRequest, KeptHeartbeat};
 
 /// Where the node hub is served.
 pub const HUB_PATH: &str = "/hubs/node";
@@ -54,7 +54,8 @@ impl Gateway {
                     Ok(node) => match serde_json::from_slice::<HeartbeatDto>(&request.body) {
                         Ok(heartbeat) => {
                             self.dispatcher.heartbeat(now, &node, &heartbeat);
-                            self.keep_heartbeat(now, &Arc::from(node), heartbeat);
+                            let kept = KeptHeartbeat::Decoded(heartbeat);
+                            self.keep_heartbeat(now, &Arc::from(node), kept);
                             no_content()
                         }
                         Err(e) => bad_request(&format!("invalid heartbeat: {e}")),

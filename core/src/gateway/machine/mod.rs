@@ -15,7 +15,8 @@ mod llm_auth;
 mod pump;
 mod shutdown;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,11 +27,12 @@ use crate::wire::dto::HeartbeatDto;
 use crate::wire::signalr::HubProtocol;
 
 use super::auth::{AuthConfig, NodeBook, NodeRecord, NodeState, UnixClock};
+use super::dispatch::FnvHasher;
 use super::dispatch::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
     DispatchRecord, DispatchRequest, Dispatcher,
 };
-use super::hub::{HubServer, HubServerConfig};
+use super::hub::{HubServer, HubServerConfig, RawHeartbeat};
 use super::pairing::{PairingConfig, PairingError, PairingPersist, PairingRecord, PendingPairing};
 use super::{ConnId, HttpReply, Source};
 use crate::node::http::Method;
@@ -217,6 +219,24 @@ pub struct NodeView {
     pub in_flight: Vec<String>,
 }
 
+/// A node's last heartbeat as the gateway keeps it: as received over JSON (decoded only when an
+/// operator asks), or decoded already (MessagePack, REST, or an unusual JSON record).
+#[derive(Debug)]
+enum KeptHeartbeat {
+    Raw(RawHeartbeat),
+    Decoded(HeartbeatDto),
+}
+
+impl KeptHeartbeat {
+    fn decode(&self) -> Option<HeartbeatDto> {
+        match self {
+            // The hub checked it decodes.
+            KeptHeartbeat::Raw(raw) => raw.decode().ok(),
+            KeptHeartbeat::Decoded(dto) => Some(dto.clone()),
+        }
+    }
+}
+
 /// Caller misuse or an operator action that cannot be done.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -247,8 +267,8 @@ pub struct Gateway {
     conn_nodes: BTreeMap<ConnId, Arc<str>>,
     /// Connections whose node has not been attached to the dispatcher yet (waiting for `Hello`).
     unattached: BTreeSet<ConnId>,
-    /// The last heartbeat of each node, for operators.
-    heartbeats: BTreeMap<Arc<str>, (Instant, HeartbeatDto)>,
+    /// The last heartbeat of each node, for operators. Never iterated.
+    heartbeats: HashMap<Arc<str>, KeptHeartbeat, BuildHasherDefault<FnvHasher>>,
     outputs: VecDeque<GatewayOutput>,
 }
 
@@ -262,8 +282,9 @@ impl Gateway {
         seed: [u8; 32],
     ) -> Result<Gateway, GatewayError> {
         let clock = UnixClock::new(now, unix_now);
-        let hub =
+        let mut hub =
             HubServer::new(config.hub.clone()).map_err(|e| GatewayError::Config(e.to_string()))?;
+        hub.set_raw_heartbeats(true);
         Ok(Gateway {
             rng: Rng::from_seed(seed),
             clock,
@@ -274,7 +295,7 @@ impl Gateway {
             node_conns: BTreeMap::new(),
             conn_nodes: BTreeMap::new(),
             unattached: BTreeSet::new(),
-            heartbeats: BTreeMap::new(),
+            heartbeats: HashMap::default(),
             outputs: VecDeque::new(),
             config,
         })
@@ -329,7 +350,8 @@ impl Gateway {
     // ---------------------------------------------------------------------------------------
     // A. Getters
 
-    /// Every known node, sorted by id.
+    /// Every known node, sorted by id. Each hub heartbeat is decoded here, from the text kept
+    /// on receipt (a heartbeat costs little; an operator's view of 10,000 nodes some ms).
     pub fn nodes(&self, now: Instant) -> Vec<NodeView> {
         self.book
             .list()
@@ -351,7 +373,7 @@ impl Gateway {
             scopes: record.scopes.clone(),
             name: record.name.clone(),
             platform: record.platform.clone(),
-            last_heartbeat: heartbeat.map(|(_, dto)| dto.clone()),
+            last_heartbeat: heartbeat.and_then(KeptHeartbeat::decode),
             last_contact_unix_ms: self
                 .dispatcher
                 .last_heartbeat(&record.node_id)
@@ -549,11 +571,11 @@ impl Gateway {
     }
 
     /// Keeps a node's last heartbeat for operators, overwriting the previous one in place.
-    fn keep_heartbeat(&mut self, now: Instant, node: &Arc<str>, heartbeat: HeartbeatDto) {
+    fn keep_heartbeat(&mut self, _now: Instant, node: &Arc<str>, heartbeat: KeptHeartbeat) {
         match self.heartbeats.get_mut(node) {
-            Some(slot) => *slot = (now, heartbeat),
+            Some(slot) => *slot = heartbeat,
             None => {
-                self.heartbeats.insert(Arc::clone(node), (now, heartbeat));
+                self.heartbeats.insert(Arc::clone(node), heartbeat);
             }
         }
     }

@@ -12,7 +12,7 @@ use crate::scope::ScopeSet;
 use crate::wire::contract::{answer_hello, GatewayCall, NodeCall};
 use crate::wire::signalr::CompletionOutcome;
 
-use super::{Gateway, GatewayEvent, GatewayOutput, StoreRecord};
+use super::{Gateway, GatewayEvent, GatewayOutput, KeptHeartbeat, StoreRecord};
 
 impl Gateway {
     /// Drains every sub-machine until none moves.
@@ -156,6 +156,18 @@ impl Gateway {
                 invocation_id,
                 call,
             } => self.on_call(now, conn, node, invocation_id, call),
+            HubServerEvent::Heartbeat {
+                conn,
+                node,
+                heartbeat,
+            } => {
+                // As a decoded Heartbeat `Call`, without decoding it: the dispatcher needs only
+                // its slots, operators get it decoded when they ask.
+                self.attach(now, conn, &node, None, None);
+                self.dispatcher
+                    .heartbeat_slots(now, &node, heartbeat.slots());
+                self.keep_heartbeat(now, &node, KeptHeartbeat::Raw(heartbeat));
+            }
         }
     }
 
@@ -218,7 +230,7 @@ impl Gateway {
         match call {
             NodeCall::Heartbeat(heartbeat) => {
                 self.dispatcher.heartbeat(now, &node, &heartbeat);
-                self.keep_heartbeat(now, &node, heartbeat);
+                self.keep_heartbeat(now, &node, KeptHeartbeat::Decoded(heartbeat));
             }
             NodeCall::CommandResult(result) => {
                 let outcome = match self.dispatcher.result(now, &node, result) {
@@ -246,9 +258,14 @@ impl Gateway {
 
     fn on_dispatch_output(&mut self, _now: Instant, output: DispatchOutput) {
         match output {
-            DispatchOutput::Send { node, call, .. } => {
+            DispatchOutput::Send { node, conn, call } => {
                 // Routed by node: a stateful reconnect may have moved it to a new connection.
-                if let Some(conn) = self.node_conns.get(node.as_str()).copied() {
+                // Usually it is still on `conn` (one cheap lookup by number, not by name).
+                let current = match self.conn_nodes.get(&conn) {
+                    Some(owner) if **owner == *node => Some(conn),
+                    _ => self.node_conns.get(node.as_str()).copied(),
+                };
+                if let Some(conn) = current {
                     let _ = self.hub.send(_now, conn, &call);
                 }
             }

@@ -24,11 +24,14 @@
 //!
 //! [`decode_invocation`] is the one-pass fast path for the contract's hot methods: it decodes
 //! the argument straight into its DTO and falls back to [`decode_record`] for anything unusual.
+//! [`scan_heartbeat`] goes further for the gateway's hottest record: it only checks a Heartbeat's
+//! shape and says where its argument lies, for a receiver that keeps it as text.
 //!
 //! Framing (splitting a byte stream at 0x1E) lives in [`super::framing`]; this module sees one
 //! record at a time.
 
 mod decode;
+mod scan;
 mod typed;
 
 use serde_json::value::RawValue;
@@ -37,6 +40,7 @@ use super::message::{CompletionOutcome, Headers, HubMessage, Invocation, Payload
 use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
+pub use scan::{scan_heartbeat, scan_heartbeat_with, HeartbeatScan};
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 
 /// Appends `message` as one JSON record terminated by 0x1E. Payloads held as MessagePack are
@@ -55,6 +59,41 @@ pub fn encode_record(message: &HubMessage, out: &mut Vec<u8>) -> Result<(), Payl
             Err(error)
         }
     }
+}
+
+/// Appends the record of a fire-and-forget Invocation of `target` with one argument and no
+/// headers, serializing `argument` straight into `out`: the same bytes as [`encode_record`] of
+/// the Invocation whose payload is `Payload::encode(HubProtocol::Json, argument)`, without the
+/// payload's own allocation and copy. On failure `out` is left as it was.
+pub fn encode_invocation<T: serde::Serialize + ?Sized>(
+    target: &str,
+    argument: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), PayloadError> {
+    encode_invocation_with(target, out, |out| {
+        serde_json::to_writer(&mut *out, argument)
+            .map_err(|e| PayloadError(format!("cannot encode as JSON: {e}")))
+    })
+}
+
+/// [`encode_invocation`] with the argument written by `write`, which must write exactly the
+/// JSON text serde_json would (the caller's fast path for one DTO).
+pub(crate) fn encode_invocation_with(
+    target: &str,
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), PayloadError>,
+) -> Result<(), PayloadError> {
+    let start = out.len();
+    out.extend_from_slice(b"{\"type\":1,\"target\":");
+    write_str(target, out);
+    out.extend_from_slice(b",\"arguments\":[");
+    if let Err(error) = write(out) {
+        out.truncate(start);
+        return Err(error);
+    }
+    out.extend_from_slice(b"]}");
+    out.push(RECORD_SEPARATOR);
+    Ok(())
 }
 
 fn write_message(message: &HubMessage, out: &mut Vec<u8>) -> Result<(), PayloadError> {
@@ -179,10 +218,43 @@ fn write_invocation_id(id: &str, out: &mut Vec<u8>) {
 
 /// A JSON string literal with serde_json's escaping, which turns every control character
 /// (0x1E included) into an escape: a record can never contain its own terminator.
-fn write_str(value: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_str(value: &str, out: &mut Vec<u8>) {
+    // Most strings need no escape: copied at once (serde_json escapes exactly the bytes
+    // `needs_escape` looks for, so the bytes are the same).
+    if !needs_escape(value.as_bytes()) {
+        out.reserve(value.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serializing a `str` has no failure mode of its own and writing into a Vec cannot fail.
     serde_json::to_writer(&mut *out, value)
         .expect("writing a JSON string into a Vec<u8> cannot fail");
+}
+
+/// Whether a JSON string of these bytes needs an escape: `"`, `\` or a control character
+/// (below 0x20). Eight bytes at a time.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let flagged = (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+            | zero_byte(word ^ (ONES * u64::from(b'"')))
+            | zero_byte(word ^ (ONES * u64::from(b'\\')));
+        if flagged != 0 {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f))
 }
 
 /// The payload's JSON text, copied as is; a MessagePack payload is transcoded first.

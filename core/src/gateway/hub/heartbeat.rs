@@ -1,0 +1,82 @@
+//! Heartbeats kept as text: the hub's answer to the gateway's hottest record.
+//!
+//! With [`HubServer::set_raw_heartbeats`] on, a JSON Heartbeat invocation of the usual shape is
+//! checked by [`scan_heartbeat_with`] and handed over as a [`RawHeartbeat`] (its argument's text and
+//! its `capabilities.slots`) instead of a decoded [`HeartbeatDto`]. Its `capabilities` object is
+//! decoded only when its bytes differ from the last ones decoded on the connection (nodes send
+//! the same capabilities every time). Anything unusual takes the general path and arrives as
+//! [`HubServerEvent::Call`](super::HubServerEvent::Call), as it does with the switch off.
+
+use crate::wire::dto::{Capabilities, HeartbeatDto};
+use crate::wire::signalr::json::scan_heartbeat_with;
+
+use super::HubServer;
+
+/// A Heartbeat whose argument was checked to decode as a [`HeartbeatDto`], kept as its JSON text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawHeartbeat {
+    json: Box<str>,
+    slots: Option<u32>,
+}
+
+impl RawHeartbeat {
+    /// `capabilities.slots`; `None` when the heartbeat has no `capabilities`.
+    pub fn slots(&self) -> Option<u32> {
+        self.slots
+    }
+
+    /// The argument's JSON text, as received.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The heartbeat decoded. Only a heartbeat made by hand can fail: the hub checked its own.
+    pub fn decode(&self) -> Result<HeartbeatDto, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+}
+
+/// The last `capabilities` decoded on a connection: their text and their `slots`.
+#[derive(Debug, Default)]
+pub(super) struct CapabilitiesMemo {
+    json: Vec<u8>,
+    slots: u32,
+}
+
+/// A Heartbeat record recognized and checked, or `None` for the general path. `memo` holds the
+/// connection's last decoded `capabilities`, updated when they change.
+pub(super) fn raw_heartbeat(
+    record: &[u8],
+    memo: &mut Option<CapabilitiesMemo>,
+) -> Option<RawHeartbeat> {
+    let known = memo.as_ref().map(|memo| &memo.json[..]);
+    let scan = scan_heartbeat_with(record, known)?;
+    let slots = match scan.capabilities {
+        None => None,
+        Some(json) => match memo {
+            Some(memo) if memo.json == json.as_bytes() => Some(memo.slots),
+            _ => {
+                // New capabilities: decoded here, so that a bad one is reported precisely by the
+                // general path, as it would be without this one.
+                let capabilities: Capabilities = serde_json::from_str(json).ok()?;
+                let memo = memo.get_or_insert_with(CapabilitiesMemo::default);
+                memo.json.clear();
+                memo.json.extend_from_slice(json.as_bytes());
+                memo.slots = capabilities.slots;
+                Some(capabilities.slots)
+            }
+        },
+    };
+    Some(RawHeartbeat {
+        json: scan.argument.into(),
+        slots,
+    })
+}
+
+impl HubServer {
+    /// Whether JSON Heartbeats arrive as [`HubServerEvent::Heartbeat`](super::HubServerEvent::Heartbeat)
+    /// (kept as text, see [`RawHeartbeat`]) rather than decoded in a `Call`. Off by default.
+    pub fn set_raw_heartbeats(&mut self, on: bool) {
+        self.shared.raw_heartbeats = on;
+    }
+}
