@@ -163,10 +163,7 @@ fn main() {
                     }
                 }
                 rows.push([
-                    format!(
-                        "commands/s, {} callers, {} nodes",
-                        f.callers, f.nodes
-                    ),
+                    format!("commands/s, {} callers, {} nodes", f.callers, f.nodes),
                     format!("{:.0}", sat.per_second()),
                     "report".into(),
                     "reported".into(),
@@ -178,7 +175,7 @@ fn main() {
 
     if runs("stream") {
         let params = stream::StreamParams {
-            size: if quick { 8 << 20 } else { 100 << 20 },
+            size: if quick { 4 << 20 } else { 100 << 20 },
             rounds: if quick { 1 } else { 3 },
         };
         match stream::run(&params) {
@@ -219,17 +216,18 @@ fn main() {
     }
 
     println!();
-    println!(
-        "{:<48} {:>18} {:>10}  verdict",
-        "figure", "value", "target"
-    );
+    println!("{:<48} {:>18} {:>10}  verdict", "figure", "value", "target");
     for [figure, value, target, verdict] in &rows {
         println!("{figure:<48} {value:>18} {target:>10}  {verdict}");
     }
     println!(
         "({} cores, RLIMIT_NOFILE {nofile}, {}){}",
         threads,
-        if cfg!(debug_assertions) { "debug build" } else { "release build" },
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        },
         if quick { " [quick]" } else { "" }
     );
     if !failed.is_empty() {

@@ -82,10 +82,8 @@ pub struct GatewayChild {
 impl GatewayChild {
     /// Seeds a store with `nodes` in a fresh directory and starts a gateway on it.
     pub fn start(name: &str, nodes: &[String]) -> Result<GatewayChild, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "nodelink-gwbench-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("nodelink-gwbench-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let db = dir.join("gateway.db");

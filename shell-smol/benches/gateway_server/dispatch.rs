@@ -57,7 +57,9 @@ fn round_trip(client: &OperatorClient, node: &str, n: u64) -> Result<Duration, S
         .send(node, ECHO, json!({ "n": n }), Duration::from_secs(30), true)
         .map_err(|e| format!("dispatch to {node}: {e}"))?;
     let took = started.elapsed();
-    let echoed = answer.pointer("/result/result/echo/n").and_then(|v| v.as_u64());
+    let echoed = answer
+        .pointer("/result/result/echo/n")
+        .and_then(|v| v.as_u64());
     if answer.get("ok").and_then(|v| v.as_bool()) != Some(true) || echoed != Some(n) {
         return Err(format!("dispatch to {node}: unexpected outcome {answer}"));
     }

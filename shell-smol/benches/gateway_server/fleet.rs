@@ -103,7 +103,9 @@ impl Fleet {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > limit {
-                return Err(format!("only {connected} of {total} nodes connected in {limit:?}"));
+                return Err(format!(
+                    "only {connected} of {total} nodes connected in {limit:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -56,12 +56,7 @@ pub fn run(params: &IdleParams) -> Result<IdleFigures, String> {
     std::thread::sleep(Duration::from_millis(500));
     let empty = gateway.sample()?;
 
-    let fleet = Fleet::start(
-        gateway.addr,
-        ids,
-        params.heartbeat,
-        params.client_threads,
-    );
+    let fleet = Fleet::start(gateway.addr, ids, params.heartbeat, params.client_threads);
     let connect_time = fleet.wait_connected(params.nodes, Duration::from_secs(300))?;
     let connections = gateway.metric("nodelink_hub_connections");
     if connections != Some(params.nodes as f64) {

@@ -53,7 +53,12 @@ impl StreamFigures {
     }
 
     pub fn gateway_mib_s(&self) -> f64 {
-        Self::median(self.rounds.iter().map(|r| self.mib_per_s(r.gateway)).collect())
+        Self::median(
+            self.rounds
+                .iter()
+                .map(|r| self.mib_per_s(r.gateway))
+                .collect(),
+        )
     }
 
     /// The median over rounds of gateway throughput / TCP throughput of the same round.
@@ -91,7 +96,9 @@ fn raw_tcp(size: usize) -> Result<Duration, String> {
         socket.write_all(&chunk[..n]).map_err(|e| e.to_string())?;
         left -= n;
     }
-    socket.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+    socket
+        .shutdown(Shutdown::Write)
+        .map_err(|e| e.to_string())?;
     let read = reader
         .join()
         .map_err(|_| "the reader panicked")?
@@ -121,7 +128,13 @@ async fn through_gateway(
 ) -> Result<Round, String> {
     node.ping().await?;
     let sent = client
-        .send(&node.node_id, ECHO, json!({}), Duration::from_secs(300), false)
+        .send(
+            &node.node_id,
+            ECHO,
+            json!({}),
+            Duration::from_secs(300),
+            false,
+        )
         .map_err(|e| format!("dispatch: {e}"))?;
     let command_id = sent
         .get("commandId")
