@@ -17,7 +17,8 @@ pub struct DispatchParams {
     pub nodes: usize,
     /// Commands sent one after another by one caller.
     pub sequential: usize,
-    pub callers: usize,
+    /// Concurrent callers of each saturation phase (two levels show whether it saturated).
+    pub callers: Vec<usize>,
     /// How long the callers keep sending.
     pub saturation: Duration,
     pub client_threads: usize,
@@ -46,8 +47,8 @@ impl Phase {
 pub struct DispatchFigures {
     pub nodes: usize,
     pub sequential: Phase,
-    pub callers: usize,
-    pub saturated: Phase,
+    /// (callers, their phase) for each level of `DispatchParams::callers`.
+    pub saturated: Vec<(usize, Phase)>,
 }
 
 /// One waiting dispatch; `Err` unless the node's own successful result came back.
@@ -94,12 +95,34 @@ pub fn run(params: &DispatchParams) -> Result<DispatchFigures, String> {
         elapsed: started.elapsed(),
     };
 
+    let mut saturated = Vec::new();
+    for &callers in &params.callers {
+        let phase = saturate(&client, &ids, callers, params.saturation)?;
+        saturated.push((callers, phase));
+    }
+    if fleet.stats.failed.load(Ordering::Relaxed) > 0 {
+        return Err(format!("a node failed: {}", fleet.stats.first_error()));
+    }
+    Ok(DispatchFigures {
+        nodes: params.nodes,
+        sequential,
+        saturated,
+    })
+}
+
+/// `callers` threads, each dispatching and waiting, one command after another, for `how_long`.
+fn saturate(
+    client: &Arc<OperatorClient>,
+    ids: &Arc<Vec<String>>,
+    callers: usize,
+    how_long: Duration,
+) -> Result<Phase, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let callers: Vec<_> = (0..params.callers)
+    let threads: Vec<_> = (0..callers)
         .map(|_| {
-            let (client, ids) = (Arc::clone(&client), Arc::clone(&ids));
+            let (client, ids) = (Arc::clone(client), Arc::clone(ids));
             let (stop, counter) = (Arc::clone(&stop), Arc::clone(&counter));
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
@@ -112,21 +135,13 @@ pub fn run(params: &DispatchParams) -> Result<DispatchFigures, String> {
             })
         })
         .collect();
-    std::thread::sleep(params.saturation);
+    std::thread::sleep(how_long);
     stop.store(true, Ordering::Relaxed);
     let mut latencies = Vec::new();
-    for caller in callers {
-        latencies.extend(caller.join().map_err(|_| "a caller panicked")??);
+    for thread in threads {
+        latencies.extend(thread.join().map_err(|_| "a caller panicked")??);
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    if fleet.stats.failed.load(Ordering::Relaxed) > 0 {
-        return Err(format!("a node failed: {}", fleet.stats.first_error()));
-    }
-    Ok(DispatchFigures {
-        nodes: params.nodes,
-        sequential,
-        callers: params.callers,
-        saturated: Phase { latencies, elapsed },
-    })
+    Ok(Phase { latencies, elapsed })
 }
