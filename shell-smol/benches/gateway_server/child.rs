@@ -28,6 +28,11 @@ pub fn run_if_child() -> bool {
     let Ok(db) = std::env::var(DB_ENV) else {
         return false;
     };
+    // Warnings (a store failure, slow consumers) reach the bench's stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .try_init();
     let mut config = ServerConfig::new(
         "127.0.0.1:0".parse().expect("a literal address"),
         PathBuf::from(db),
@@ -91,7 +96,6 @@ impl GatewayChild {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .env(DB_ENV, &db)
-            .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
