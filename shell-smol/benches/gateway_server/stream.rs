@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use nodelink::gateway::OperatorClient;
 use nodelink_core::chunk::{split, DEFAULT_FIELD_CAP};
+use nodelink_core::node::hub::DEFAULT_RESULTS_IN_FLIGHT;
 use nodelink_core::wire::dto::CommandResultDto;
 use serde_json::{json, Value};
 
@@ -163,21 +164,30 @@ async fn through_gateway(
     let parts = split(&whole, DEFAULT_FIELD_CAP).map_err(|e| e.to_string())?;
     drop(whole);
     let mut records = Vec::with_capacity(parts.len());
-    let mut waiting = HashSet::new();
     for part in &parts {
-        let (record, id) = node.encode("CommandResult", true, part)?;
-        records.push(record);
-        waiting.extend(id);
+        records.push(node.encode("CommandResult", true, part)?);
     }
     let count = parts.len();
     drop(parts);
     let prepare = started.elapsed();
 
+    // As the node runtime does: at most DEFAULT_RESULTS_IN_FLIGHT parts await their Completion.
+    // (Sending all at once gets the node closed as a slow reader: the gateway's driver answers
+    // a burst of parts with more Completions than the connection's outbound queue holds.)
     let started = Instant::now();
-    for record in records {
-        node.send_record(record).await?;
-    }
-    while !waiting.is_empty() {
+    let mut records = records.into_iter();
+    let mut waiting = HashSet::new();
+    loop {
+        while waiting.len() < DEFAULT_RESULTS_IN_FLIGHT {
+            let Some((record, id)) = records.next() else {
+                break;
+            };
+            node.send_record(record).await?;
+            waiting.extend(id);
+        }
+        if waiting.is_empty() {
+            break;
+        }
         match node.next().await? {
             Heard::Completion(id, None) => {
                 waiting.remove(&id);
