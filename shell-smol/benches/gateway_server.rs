@@ -94,7 +94,10 @@ fn main() {
                     f.cpu
                 );
                 let per = f.bytes_per_connection();
+                // A few hundred connections say nothing about the per-connection cost: the
+                // executor's and allocator's fixed costs dominate.
                 let verdict = match per {
+                    _ if quick => "none (quick run)",
                     p if p <= RSS_GOAL => "met (goal met)",
                     p if p <= RSS_TARGET => "met (goal 8 KiB missed)",
                     _ => "MISSED",
@@ -184,7 +187,7 @@ fn main() {
 
     if runs("stream") {
         let params = stream::StreamParams {
-            size: if quick { 4 << 20 } else { 100 << 20 },
+            size: if quick { 2 << 20 } else { 100 << 20 },
             rounds: if quick { 1 } else { 3 },
         };
         match stream::run(&params) {
