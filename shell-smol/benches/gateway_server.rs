@@ -12,7 +12,9 @@
 //! `cargo bench -p nodelink --bench gateway_server [-- --only idle|dispatch|stream]`;
 //! `--quick` (and `cargo test -p nodelink --bench gateway_server`, which passes no `--bench`)
 //! runs small sizes in a few seconds. `NODELINK_BENCH_NODES`, `NODELINK_BENCH_SECS` (the CPU
-//! window) and `NODELINK_BENCH_HEARTBEAT_MS` override case 1.
+//! window) and `NODELINK_BENCH_HEARTBEAT_MS` override case 1; `NODELINK_BENCH_WINDOW` (parts
+//! in flight, default 4 as in the node runtime) case 3, and `NODELINK_BENCH_OUTBOUND_QUEUE` the
+//! gateway's per-connection outbound queue (experiments).
 
 /// The modules live in `benches/gateway_server/` (an inline module, since a crate root's
 /// `mod x;` would look next to it).
@@ -29,6 +31,8 @@ mod gateway_server {
 use gateway_server::{child, dispatch, idle, procfs, stream};
 
 use std::time::Duration;
+
+use nodelink_core::node::hub::DEFAULT_RESULTS_IN_FLIGHT;
 
 /// Issue 6's targets for case 1.
 const RSS_TARGET: f64 = 16.0 * 1024.0;
@@ -189,6 +193,7 @@ fn main() {
         let params = stream::StreamParams {
             size: if quick { 2 << 20 } else { 100 << 20 },
             rounds: if quick { 1 } else { 3 },
+            window: env_u64("NODELINK_BENCH_WINDOW", DEFAULT_RESULTS_IN_FLIGHT as u64) as usize,
         };
         match stream::run(&params) {
             Ok(f) => {

@@ -14,6 +14,8 @@ use super::procfs::{self, Sample};
 
 /// Set in the child's environment: the store to serve.
 const DB_ENV: &str = "NODELINK_BENCH_GATEWAY_DB";
+/// Overrides `ServerConfig::outbound_queue` in the child (inherited from the bench's environment).
+const OUTBOUND_QUEUE_ENV: &str = "NODELINK_BENCH_OUTBOUND_QUEUE";
 /// The operator API's token in the bench's gateways.
 pub const ADMIN_TOKEN: &str = "bench-admin-token";
 /// Every simulated node's token secret.
@@ -39,6 +41,13 @@ pub fn run_if_child() -> bool {
     );
     config.admin_token = Some(ADMIN_TOKEN.into());
     config.machine.dispatch.reassembly.max_total_bytes = MAX_RESULT;
+    // For experiments only (docs/benchmarks.md): the per-connection queue of outbound messages.
+    if let Some(queue) = std::env::var(OUTBOUND_QUEUE_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.outbound_queue = queue;
+    }
     let gateway = match start(config) {
         Ok(gateway) => gateway,
         Err(e) => {

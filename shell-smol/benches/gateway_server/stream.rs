@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use nodelink::gateway::OperatorClient;
 use nodelink_core::chunk::{split, DEFAULT_FIELD_CAP};
-use nodelink_core::node::hub::DEFAULT_RESULTS_IN_FLIGHT;
 use nodelink_core::wire::dto::CommandResultDto;
 use serde_json::{json, Value};
 
@@ -20,6 +19,9 @@ pub struct StreamParams {
     /// Bytes of the result's one string.
     pub size: usize,
     pub rounds: usize,
+    /// Parts sent before waiting for a Completion (the node runtime's
+    /// `DEFAULT_RESULTS_IN_FLIGHT`).
+    pub window: usize,
 }
 
 pub struct Round {
@@ -126,6 +128,7 @@ async fn through_gateway(
     client: &OperatorClient,
     base: &str,
     data: &str,
+    window: usize,
 ) -> Result<Round, String> {
     node.ping().await?;
     let sent = client
@@ -171,14 +174,14 @@ async fn through_gateway(
     drop(parts);
     let prepare = started.elapsed();
 
-    // As the node runtime does: at most DEFAULT_RESULTS_IN_FLIGHT parts await their Completion.
-    // (Sending all at once gets the node closed as a slow reader: the gateway's driver answers
-    // a burst of parts with more Completions than the connection's outbound queue holds.)
+    // As the node runtime does: at most `window` parts await their Completion. (Sending all at
+    // once gets the node closed as a slow reader: the gateway's driver answers a burst of parts
+    // with more Completions than the connection's outbound queue holds.)
     let started = Instant::now();
     let mut records = records.into_iter();
     let mut waiting = HashSet::new();
     loop {
-        while waiting.len() < DEFAULT_RESULTS_IN_FLIGHT {
+        while waiting.len() < window.max(1) {
             let Some((record, id)) = records.next() else {
                 break;
             };
@@ -247,7 +250,8 @@ pub fn run(params: &StreamParams) -> Result<StreamFigures, String> {
         let mut rounds = Vec::new();
         for _ in 0..params.rounds {
             let tcp = raw_tcp(params.size)?;
-            let round = through_gateway(&mut node, &client, &gateway.url, &data).await?;
+            let round =
+                through_gateway(&mut node, &client, &gateway.url, &data, params.window).await?;
             rounds.push(Round { tcp, ..round });
         }
         Ok(StreamFigures {
