@@ -223,7 +223,7 @@ fn main() {
     let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), scratch.join("gw.db"));
     config.llm.machine.shared_token = Some(TOKEN.into());
     config.llm.api_token = Some(API.into());
-    config.outbound_queue = 4096;
+    config.outbound_bytes = 64 * 1024 * 1024;
     let gateway = start(config).expect("the gateway starts");
     let addr = gateway.local_addr();
 

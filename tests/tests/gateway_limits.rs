@@ -15,7 +15,7 @@ fn start(scratch: &Scratch) -> nodelink::gateway::RunningGateway {
     let mut config = ServerConfig::new("127.0.0.1:0".parse().expect("addr"), scratch.db());
     config.threads = Some(2);
     config.handshake_timeout = Duration::from_millis(300);
-    config.outbound_queue = 2;
+    config.outbound_bytes = 2 * 1024 * 1024;
     nodelink::gateway::start(config).expect("starts")
 }
 

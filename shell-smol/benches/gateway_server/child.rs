@@ -14,7 +14,7 @@ use super::procfs::{self, Sample};
 
 /// Set in the child's environment: the store to serve.
 const DB_ENV: &str = "NODELINK_BENCH_GATEWAY_DB";
-/// Overrides `ServerConfig::outbound_queue` in the child (inherited from the bench's environment).
+/// Overrides `ServerConfig::outbound_bytes` in the child (bytes; inherited from the bench's environment).
 const OUTBOUND_QUEUE_ENV: &str = "NODELINK_BENCH_OUTBOUND_QUEUE";
 /// The operator API's token in the bench's gateways.
 pub const ADMIN_TOKEN: &str = "bench-admin-token";
@@ -46,7 +46,7 @@ pub fn run_if_child() -> bool {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        config.outbound_queue = queue;
+        config.outbound_bytes = queue;
     }
     let gateway = match start(config) {
         Ok(gateway) => gateway,

@@ -3,7 +3,8 @@
 //! It takes [`ToDriver`] messages from connection tasks and the operator API, feeds them to the
 //! machine with `Instant::now()`, fires its timers, and drains its outputs: `Persist` records go
 //! to the store in one transaction per drain BEFORE the drain's other outputs are delivered;
-//! replies go to the waiting HTTP task; frames go to the socket's bounded outbound queue. A full
+//! replies go to the waiting HTTP task; frames go to the socket's outbound queue (bounded in
+//! bytes, [`super::outbound`]). A full
 //! queue means a peer that stopped reading: that connection is aborted and the machine told, so
 //! the driver never waits on a socket.
 
@@ -23,6 +24,7 @@ use smol::channel::{Receiver, Sender, TrySendError};
 use smol::Timer;
 
 use super::metrics::Metrics;
+use super::outbound::OutboundSender;
 use super::store::Store;
 
 /// An operator action run on the driver with the machine in hand.
@@ -89,7 +91,7 @@ pub(crate) enum Outbound {
 
 /// The driver's hold on one WebSocket: its outbound queue, and a way to abort it at once.
 pub(crate) struct SocketHandle {
-    pub outbound: Sender<Outbound>,
+    pub outbound: OutboundSender,
     /// A message here aborts the socket task (slow reader); dropping it means nothing.
     pub abort: Sender<()>,
 }

@@ -17,6 +17,7 @@ mod io;
 pub mod llm;
 mod metrics;
 mod operator;
+mod outbound;
 mod server;
 pub mod store;
 mod tls;
@@ -53,9 +54,10 @@ pub struct ServerConfig {
     /// How long a connection has to finish TLS and send its request head, and an upgraded one
     /// to become a WebSocket (15 s).
     pub handshake_timeout: std::time::Duration,
-    /// WebSocket messages queued for one connection; a peer that lets the queue fill is a slow
-    /// reader and is disconnected (16).
-    pub outbound_queue: usize,
+    /// Bytes queued for one connection's socket; a peer that lets more pile up is a slow reader
+    /// and is disconnected (16 MiB). Bounded in bytes, not messages, so that a burst of small
+    /// messages (the Completions of pipelined result parts) is fine.
+    pub outbound_bytes: usize,
     /// The LLM node dialect (`/ws`, `/api/chat`, `/v1/chat/completions`): its timers, the shared
     /// node token and the user API token.
     pub llm: LlmServerConfig,
@@ -79,7 +81,7 @@ impl ServerConfig {
             machine: nodelink_core::gateway::GatewayConfig::new("http://127.0.0.1"),
             threads: None,
             handshake_timeout: std::time::Duration::from_secs(15),
-            outbound_queue: 16,
+            outbound_bytes: outbound::DEFAULT_OUTBOUND_BYTES,
             llm: LlmServerConfig::default(),
         }
     }

@@ -35,7 +35,7 @@ pub(crate) struct Shared {
     /// The largest HTTP request body accepted (413 beyond).
     pub max_body: usize,
     pub handshake_timeout: Duration,
-    pub outbound_queue: usize,
+    pub outbound_bytes: usize,
     /// The LLM user APIs' bearer token (the admin token is accepted too).
     pub llm_api_token: Option<String>,
     /// Where upgraded sockets get their own task (weak: the executor owns the tasks).
@@ -131,7 +131,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<RunningGateway, ServerError>
         max_message,
         max_body: max_message,
         handshake_timeout: config.handshake_timeout,
-        outbound_queue: config.outbound_queue.max(1),
+        outbound_bytes: config.outbound_bytes.max(1),
         llm_api_token: config.llm.api_token.clone(),
         next_conn: AtomicU64::new(1),
     });

@@ -25,6 +25,7 @@ use smol::channel::{Receiver, Sender};
 use super::driver::{Outbound, SocketHandle, ToDriver};
 use super::http::{error, header_str, machine_reply, unavailable, Body};
 use super::io::UpgradedIo;
+use super::outbound::{outbound_queue, OutboundReceiver};
 use super::server::Shared;
 
 /// tungstenite's bound on bytes written but not yet flushed to the socket.
@@ -37,7 +38,7 @@ const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 pub(crate) struct PendingSocket {
     conn: ConnId,
     on_upgrade: OnUpgrade,
-    outbound: Receiver<Outbound>,
+    outbound: OutboundReceiver,
     abort: Receiver<()>,
 }
 
@@ -46,7 +47,7 @@ impl PendingSocket {
     pub(crate) fn new(
         conn: ConnId,
         on_upgrade: OnUpgrade,
-        outbound: Receiver<Outbound>,
+        outbound: OutboundReceiver,
         abort: Receiver<()>,
     ) -> PendingSocket {
         PendingSocket {
@@ -109,7 +110,7 @@ pub(crate) async fn upgrade(
         return error(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
     let conn = shared.next_conn();
-    let (outbound_tx, outbound_rx) = smol::channel::bounded(shared.outbound_queue);
+    let (outbound_tx, outbound_rx) = outbound_queue(shared.outbound_bytes);
     let (abort_tx, abort_rx) = smol::channel::bounded(1);
     let (reply_tx, reply_rx) = smol::channel::bounded(1);
     let message = ToDriver::Upgrade {
@@ -209,7 +210,7 @@ async fn serve(
     shared: &Shared,
     conn: ConnId,
     stream: WebSocketStream<UpgradedIo>,
-    outbound: Receiver<Outbound>,
+    outbound: OutboundReceiver,
     abort: Receiver<()>,
 ) -> Option<u16> {
     let (mut tx, mut rx) = stream.split();

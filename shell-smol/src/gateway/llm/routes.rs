@@ -20,6 +20,7 @@ use smol::channel::Sender;
 
 use super::super::driver::{SocketHandle, ToDriver};
 use super::super::http::{self as gw_http, header_str};
+use super::super::outbound::outbound_queue;
 use super::super::server::Shared;
 use super::super::ws::{self, PendingSocket};
 use super::api::{self, OpenAiIds, UserChat};
@@ -87,7 +88,7 @@ async fn node_socket(
         return gw_http::error(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Key");
     };
     let conn = shared.next_conn();
-    let (outbound_tx, outbound_rx) = smol::channel::bounded(shared.outbound_queue);
+    let (outbound_tx, outbound_rx) = outbound_queue(shared.outbound_bytes);
     let (abort_tx, abort_rx) = smol::channel::bounded(1);
     let target = request
         .uri()
