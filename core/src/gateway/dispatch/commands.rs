@@ -58,12 +58,13 @@ impl Dispatcher {
         }
         let node = Arc::clone(&entry.name);
         let ix = self.commands.vacant();
-        let id = loop {
+        let text = loop {
             let id = rng.uuid_v4();
             if self.ids.insert_new(&id, ix) {
                 break id;
             }
         };
+        let id: Arc<str> = Arc::from(text.as_str());
         let key = self.next_key;
         self.next_key += 1;
         let deadline = saturating_add(now, timeout);
@@ -77,7 +78,7 @@ impl Dispatcher {
             ..
         } = request;
         self.persist(DispatchRecord::Created(CommandRecord {
-            command_id: id.clone(),
+            command_id: String::from(&*id),
             node: node_name,
             command: command.clone(),
             params: params.clone(),
@@ -119,7 +120,7 @@ impl Dispatcher {
         if !matches!(self.commands[ix].stage, Stage::InFlight { .. }) {
             self.status_changed(ix);
         }
-        Ok(id)
+        Ok(text)
     }
 
     /// An operator approves a critical command: it is queued (its deadline still runs from its
@@ -197,7 +198,7 @@ impl Dispatcher {
             self.finish_synthesized(now, ix, ErrorCode::Cancelled, message);
             return Ok(CancelOutcome::Cancelled);
         };
-        let node = String::from(&*command.node);
+        let node = Arc::clone(&command.node);
         let until = command_grace_deadline(command, self.config.result_grace)
             .min(saturating_add(now, self.config.cancel_wait));
         self.commands[ix].cancel = Some(now);
@@ -321,7 +322,7 @@ impl Dispatcher {
         };
         let elapsed = now.saturating_duration_since(command.created);
         let result = CommandResultDto {
-            command_id: command.id.clone(),
+            command_id: String::from(&*command.id),
             ok: false,
             result: None,
             error: Some(CommandError {
@@ -373,15 +374,15 @@ impl Dispatcher {
         };
         command.stage = Stage::Finished(outcome.clone());
         let record = DispatchRecord::Finished {
-            command_id: command.id.clone(),
+            command_id: String::from(&*command.id),
             result: Arc::clone(&outcome.result),
             finished_at_ms,
             synthesized,
             part_digests: command.part_digests.values().copied().collect(),
         };
         let output = DispatchOutput::Finished {
-            command_id: command.id.clone(),
-            node: String::from(&*command.node),
+            command_id: Arc::clone(&command.id),
+            node: Arc::clone(&command.node),
             outcome,
         };
         self.persist(record);
@@ -414,7 +415,7 @@ impl Dispatcher {
     pub(super) fn forget(&mut self, ix: Ix) {
         if let Some(command) = self.remove_command(ix) {
             self.persist(DispatchRecord::Forgotten {
-                command_id: command.id,
+                command_id: String::from(&*command.id),
             });
         }
     }
@@ -479,7 +480,7 @@ impl Dispatcher {
         let left = command.deadline.saturating_duration_since(now);
         let ms = left.as_nanos().div_ceil(1_000_000);
         ExecuteCommandDto {
-            command_id: command.id.clone(),
+            command_id: String::from(&*command.id),
             command: command.command.clone(),
             params: command.params.clone(),
             timeout_ms: Some(u64::try_from(ms).unwrap_or(u64::MAX)),

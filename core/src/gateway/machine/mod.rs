@@ -151,10 +151,11 @@ pub enum GatewayOutput {
     },
     /// Store this before answering anything that depends on it.
     Persist(StoreRecord),
-    /// A command ended: its one terminal outcome.
+    /// A command ended: its one terminal outcome. The ids are shared with the machine's own
+    /// copies (cheap to move and clone).
     Finished {
-        command_id: String,
-        node: String,
+        command_id: Arc<str>,
+        node: Arc<str>,
         outcome: CommandOutcome,
     },
     Event(GatewayEvent),
@@ -185,7 +186,7 @@ pub enum GatewayEvent {
         node_id: String,
     },
     CommandStatus {
-        command_id: String,
+        command_id: Arc<str>,
         status: CommandStatus,
     },
     Dispatch(DispatchEvent),
