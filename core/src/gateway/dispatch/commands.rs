@@ -8,7 +8,7 @@ use super::{
     DispatchRecord, DispatchRequest, Dispatcher, Ix, Stage, Transport,
 };
 use crate::gateway::dispatch::records::CommandRecord;
-use crate::rng::Rng;
+use crate::rng::{uuid_text, Rng};
 use crate::time::saturating_add;
 use crate::wire::contract::GatewayCall;
 use crate::wire::dto::ExecuteCommandDto;
@@ -58,10 +58,11 @@ impl Dispatcher {
         }
         let node = Arc::clone(&entry.name);
         let ix = self.commands.vacant();
+        // Keyed by its value: the text is written once and never parsed back.
         let text = loop {
-            let id = rng.uuid_v4();
-            if self.ids.insert_new(&id, ix) {
-                break id;
+            let value = rng.uuid_v4_value();
+            if self.ids.insert_new_uuid(value, ix) {
+                break uuid_text(value);
             }
         };
         let id: Arc<str> = Arc::from(text.as_str());
