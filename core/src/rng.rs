@@ -185,8 +185,8 @@ pub fn uuid_text(value: u128) -> String {
             digits >>= 4;
         }
     }
-    // Only ASCII hex digits and hyphens were written.
-    out.iter().map(|&b| char::from(b)).collect()
+    // Only ASCII hex digits and hyphens were written: always UTF-8.
+    String::from(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 fn push_hex(out: &mut String, byte: u8) {
