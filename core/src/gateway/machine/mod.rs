@@ -265,7 +265,8 @@ pub struct Gateway {
     dispatcher: Dispatcher,
     /// The live hub connection of each node, and the other way round.
     node_conns: BTreeMap<Arc<str>, ConnId>,
-    conn_nodes: BTreeMap<ConnId, Arc<str>>,
+    /// Looked up by number on every command sent; never iterated.
+    conn_nodes: HashMap<ConnId, Arc<str>, BuildHasherDefault<FnvHasher>>,
     /// Connections whose node has not been attached to the dispatcher yet (waiting for `Hello`).
     unattached: BTreeSet<ConnId>,
     /// The last heartbeat of each node, for operators. Never iterated.
@@ -294,7 +295,7 @@ impl Gateway {
             hub,
             dispatcher: Dispatcher::new(config.dispatch.clone(), now, unix_now),
             node_conns: BTreeMap::new(),
-            conn_nodes: BTreeMap::new(),
+            conn_nodes: HashMap::default(),
             unattached: BTreeSet::new(),
             heartbeats: HashMap::default(),
             outputs: VecDeque::new(),
