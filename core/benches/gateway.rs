@@ -434,7 +434,7 @@ impl Bench {
                     ..
                 } = &output
                 {
-                    finished += usize::from(*id == command_id && outcome.result.ok);
+                    finished += usize::from(**id == *command_id && outcome.result.ok);
                 }
                 black_box(output);
             }

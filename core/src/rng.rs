@@ -112,18 +112,18 @@ impl Rng {
     /// A random version-4 UUID, lowercase and hyphenated (`8-4-4-4-12` hex digits): command ids.
     /// 122 random bits; the version nibble is `4` and the variant bits are `10` (RFC 9562).
     pub fn uuid_v4(&mut self) -> String {
+        uuid_text(self.uuid_v4_value())
+    }
+
+    /// The value of the next [`uuid_v4`](Self::uuid_v4) (its 32 hex digits read as one
+    /// big-endian number), drawn the same way: for a caller that keys ids by value and would
+    /// otherwise parse the text back. [`uuid_text`] writes it.
+    pub fn uuid_v4_value(&mut self) -> u128 {
         let mut b = [0u8; 16];
         self.fill_bytes(&mut b);
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
-        let mut out = String::with_capacity(36);
-        for (i, byte) in b.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                out.push('-');
-            }
-            push_hex(&mut out, *byte);
-        }
-        out
+        u128::from_be_bytes(b)
     }
 
     /// A pairing code in the seed's `ABC-123` form: three letters of [`PAIRING_CODE_LETTERS`], a
@@ -169,6 +169,24 @@ impl Rng {
         let i = self.below(alphabet.len() as u64) as usize;
         char::from(alphabet[i])
     }
+}
+
+/// A UUID's value as text: 32 lowercase hex digits, hyphenated `8-4-4-4-12`.
+pub fn uuid_text(value: u128) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut digits = value;
+    // From the last digit back; the hyphens sit at 8, 13, 18 and 23.
+    for at in (0..36).rev() {
+        if matches!(at, 8 | 13 | 18 | 23) {
+            out[at] = b'-';
+        } else {
+            out[at] = HEX[(digits & 0xf) as usize];
+            digits >>= 4;
+        }
+    }
+    // Only ASCII hex digits and hyphens were written: always UTF-8.
+    String::from(std::str::from_utf8(&out).unwrap_or_default())
 }
 
 fn push_hex(out: &mut String, byte: u8) {

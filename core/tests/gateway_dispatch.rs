@@ -182,7 +182,7 @@ fn executes(outputs: &[DispatchOutput]) -> Vec<(String, u64, ExecuteCommandDto)>
                 node,
                 conn,
                 call: GatewayCall::ExecuteCommand(dto),
-            } => Some((node.clone(), conn.0, dto.clone())),
+            } => Some((node.to_string(), conn.0, dto.clone())),
             _ => None,
         })
         .collect()
@@ -206,7 +206,7 @@ fn finished(outputs: &[DispatchOutput]) -> Vec<(String, bool, Option<ErrorCode>)
                 outcome,
                 ..
             } => Some((
-                command_id.clone(),
+                command_id.to_string(),
                 outcome.result.ok,
                 outcome.result.error.as_ref().map(|e| e.code.clone()),
             )),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use nodelink_core::rng::{Rng, PAIRING_CODE_DIGITS, PAIRING_CODE_LETTERS};
+use nodelink_core::rng::{uuid_text, Rng, PAIRING_CODE_DIGITS, PAIRING_CODE_LETTERS};
 use proptest::prelude::*;
 
 fn seeded(n: u8) -> Rng {
@@ -96,6 +96,21 @@ fn uuids_are_version_4_lowercase_hyphenated_and_distinct() {
     let ids: BTreeSet<String> = (0..2000).map(|_| rng.uuid_v4()).collect();
     assert_eq!(ids.len(), 2000);
     ids.iter().for_each(|id| assert_uuid_v4(id));
+}
+
+#[test]
+fn a_uuid_value_is_the_same_draw_as_its_text() {
+    let (mut texts, mut values) = (seeded(5), seeded(5));
+    for _ in 0..500 {
+        let text = texts.uuid_v4();
+        let value = values.uuid_v4_value();
+        assert_eq!(uuid_text(value), text);
+        assert_eq!(u128::from_str_radix(&text.replace('-', ""), 16), Ok(value));
+    }
+    assert_eq!(
+        uuid_text(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+        "01234567-89ab-cdef-fedc-ba9876543210"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ fn finished_at(out: &[DispatchOutput], id: &str) -> Option<(Instant, String, boo
             command_id,
             outcome,
             ..
-        } if command_id == id => Some((
+        } if **command_id == *id => Some((
             outcome.finished_at,
             outcome
                 .result
@@ -157,7 +157,7 @@ fn critical_command_waits_for_approval_and_rejection_is_approval_rejected() {
     let out = gw.drain();
     assert!(sent_ids(&out).is_empty());
     assert!(out.contains(&DispatchOutput::Status {
-        command_id: rejected.clone(),
+        command_id: rejected.as_str().into(),
         status: CommandStatus::AwaitingApproval
     }));
     assert_eq!(gw.status(&rejected), CommandStatus::AwaitingApproval);
@@ -256,7 +256,7 @@ fn cancel_of_a_queued_and_of_a_dispatched_command() {
     );
     let out = gw.drain();
     assert!(out.contains(&DispatchOutput::Send {
-        node: "n1".to_owned(),
+        node: "n1".into(),
         conn: ConnId(1),
         call: GatewayCall::CancelCommand(nodelink_core::wire::dto::CancelCommandDto {
             command_id: sent.clone(),
@@ -365,7 +365,7 @@ fn a_reconnect_while_a_cancel_is_pending_repeats_the_cancel() {
     let out = gw.drain();
     assert!(sent_ids(&out).is_empty());
     assert!(out.contains(&DispatchOutput::Send {
-        node: "n1".to_owned(),
+        node: "n1".into(),
         conn: ConnId(2),
         call: GatewayCall::CancelCommand(nodelink_core::wire::dto::CancelCommandDto {
             command_id: id,

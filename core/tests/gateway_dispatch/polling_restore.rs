@@ -33,7 +33,7 @@ fn polling_lease_returns_to_the_queue_when_unanswered() {
     gw.run_until(33.0);
     assert_eq!(gw.status(&a), CommandStatus::Queued { position: 0 });
     assert!(gw.drain().contains(&DispatchOutput::Status {
-        command_id: a.clone(),
+        command_id: a.as_str().into(),
         status: CommandStatus::Queued { position: 0 }
     }));
     assert_eq!(gw.d.transport("n1"), None);

@@ -183,7 +183,7 @@ impl Model {
             match output {
                 DispatchOutput::Send { node, conn, call } => {
                     prop_assert_eq!(
-                        self.conns.get(&node),
+                        self.conns.get(&*node),
                         Some(&conn.0),
                         "sent on a stale connection"
                     );
@@ -200,8 +200,11 @@ impl Model {
                 DispatchOutput::Finished {
                     command_id, node, ..
                 } => {
-                    prop_assert_eq!(self.owner.get(&command_id), Some(&node));
-                    let count = self.finished.entry(command_id.clone()).or_default();
+                    prop_assert_eq!(
+                        self.owner.get(&*command_id).map(String::as_str),
+                        Some(&*node)
+                    );
+                    let count = self.finished.entry(command_id.to_string()).or_default();
                     *count += 1;
                     prop_assert_eq!(*count, 1, "{} finished twice", command_id);
                 }

@@ -432,7 +432,8 @@ impl World {
                     outcome.result.ok,
                     outcome.result.error.as_ref().map(|e| e.code.clone())
                 ));
-                self.finished.push((self.now, command_id, outcome));
+                self.finished
+                    .push((self.now, command_id.to_string(), outcome));
             }
             GatewayOutput::Event(event) => {
                 if !matches!(event, GatewayEvent::CommandStatus { .. }) {

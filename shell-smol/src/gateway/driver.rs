@@ -433,11 +433,11 @@ impl Driver {
                 let label = outcome_label(&outcome);
                 tracing::debug!(%command_id, %node, outcome = %label, "command finished");
                 self.metrics.command_finished(&label);
-                if let Some(at) = self.dispatched.remove(&command_id) {
+                if let Some(at) = self.dispatched.remove(&*command_id) {
                     self.metrics
                         .observe_latency(outcome.finished_at.saturating_duration_since(at));
                 }
-                for waiter in self.waiters.remove(&command_id).unwrap_or_default() {
+                for waiter in self.waiters.remove(&*command_id).unwrap_or_default() {
                     let _ = waiter.try_send(outcome.clone());
                 }
             }

@@ -8,7 +8,7 @@ use super::{
     DispatchRecord, DispatchRequest, Dispatcher, Ix, Stage, Transport,
 };
 use crate::gateway::dispatch::records::CommandRecord;
-use crate::rng::Rng;
+use crate::rng::{uuid_text, Rng};
 use crate::time::saturating_add;
 use crate::wire::contract::GatewayCall;
 use crate::wire::dto::ExecuteCommandDto;
@@ -58,12 +58,14 @@ impl Dispatcher {
         }
         let node = Arc::clone(&entry.name);
         let ix = self.commands.vacant();
-        let id = loop {
-            let id = rng.uuid_v4();
-            if self.ids.insert_new(&id, ix) {
-                break id;
+        // Keyed by its value: the text is written once and never parsed back.
+        let text = loop {
+            let value = rng.uuid_v4_value();
+            if self.ids.insert_new_uuid(value, ix) {
+                break uuid_text(value);
             }
         };
+        let id: Arc<str> = Arc::from(text.as_str());
         let key = self.next_key;
         self.next_key += 1;
         let deadline = saturating_add(now, timeout);
@@ -77,7 +79,7 @@ impl Dispatcher {
             ..
         } = request;
         self.persist(DispatchRecord::Created(CommandRecord {
-            command_id: id.clone(),
+            command_id: String::from(&*id),
             node: node_name,
             command: command.clone(),
             params: params.clone(),
@@ -119,7 +121,7 @@ impl Dispatcher {
         if !matches!(self.commands[ix].stage, Stage::InFlight { .. }) {
             self.status_changed(ix);
         }
-        Ok(id)
+        Ok(text)
     }
 
     /// An operator approves a critical command: it is queued (its deadline still runs from its
@@ -197,7 +199,7 @@ impl Dispatcher {
             self.finish_synthesized(now, ix, ErrorCode::Cancelled, message);
             return Ok(CancelOutcome::Cancelled);
         };
-        let node = String::from(&*command.node);
+        let node = Arc::clone(&command.node);
         let until = command_grace_deadline(command, self.config.result_grace)
             .min(saturating_add(now, self.config.cancel_wait));
         self.commands[ix].cancel = Some(now);
@@ -321,7 +323,7 @@ impl Dispatcher {
         };
         let elapsed = now.saturating_duration_since(command.created);
         let result = CommandResultDto {
-            command_id: command.id.clone(),
+            command_id: String::from(&*command.id),
             ok: false,
             result: None,
             error: Some(CommandError {
@@ -373,15 +375,15 @@ impl Dispatcher {
         };
         command.stage = Stage::Finished(outcome.clone());
         let record = DispatchRecord::Finished {
-            command_id: command.id.clone(),
+            command_id: String::from(&*command.id),
             result: Arc::clone(&outcome.result),
             finished_at_ms,
             synthesized,
             part_digests: command.part_digests.values().copied().collect(),
         };
         let output = DispatchOutput::Finished {
-            command_id: command.id.clone(),
-            node: String::from(&*command.node),
+            command_id: Arc::clone(&command.id),
+            node: Arc::clone(&command.node),
             outcome,
         };
         self.persist(record);
@@ -414,7 +416,7 @@ impl Dispatcher {
     pub(super) fn forget(&mut self, ix: Ix) {
         if let Some(command) = self.remove_command(ix) {
             self.persist(DispatchRecord::Forgotten {
-                command_id: command.id,
+                command_id: String::from(&*command.id),
             });
         }
     }
@@ -479,7 +481,7 @@ impl Dispatcher {
         let left = command.deadline.saturating_duration_since(now);
         let ms = left.as_nanos().div_ceil(1_000_000);
         ExecuteCommandDto {
-            command_id: command.id.clone(),
+            command_id: String::from(&*command.id),
             command: command.command.clone(),
             params: command.params.clone(),
             timeout_ms: Some(u64::try_from(ms).unwrap_or(u64::MAX)),

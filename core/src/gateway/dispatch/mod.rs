@@ -88,7 +88,8 @@ enum Timer {
 #[derive(Debug)]
 struct Command {
     key: Key,
-    id: String,
+    /// Shared with the outputs that name the command (no copy per output).
+    id: Arc<str>,
     node: Arc<str>,
     /// The node's slot while the command is live (set at dispatch, or at the end of a restore);
     /// `None` once it has finished.
@@ -277,7 +278,7 @@ impl Dispatcher {
         self.node(node).map_or_else(Vec::new, |n| {
             n.in_flight
                 .values()
-                .filter_map(|ix| self.commands.get(*ix).map(|c| c.id.clone()))
+                .filter_map(|ix| self.commands.get(*ix).map(|c| String::from(&*c.id)))
                 .collect()
         })
     }

@@ -278,7 +278,7 @@ impl Dispatcher {
         self.next_key += 1;
         let ix = self.commands.insert(Command {
             key,
-            id: rec.command_id,
+            id: Arc::from(rec.command_id),
             node: Arc::from(rec.node),
             // Set once every record is in (a node's records may come later).
             node_ix: None,

@@ -324,7 +324,7 @@ impl Dispatcher {
                     protocol_version.clone(),
                 ));
                 let send = DispatchOutput::Send {
-                    node: String::from(&*entry.name),
+                    node: Arc::clone(&entry.name),
                     conn: *conn,
                     call,
                 };
@@ -350,7 +350,7 @@ impl Dispatcher {
             };
             let call = if command.cancel.is_some() {
                 GatewayCall::CancelCommand(CancelCommandDto {
-                    command_id: command.id.clone(),
+                    command_id: String::from(&*command.id),
                     reason: None,
                 })
             } else {
@@ -359,7 +359,7 @@ impl Dispatcher {
                 }
                 GatewayCall::ExecuteCommand(Self::execute_dto(command, now, version.clone()))
             };
-            let node = String::from(&*self.nodes[nix].name);
+            let node = Arc::clone(&self.nodes[nix].name);
             self.emit(DispatchOutput::Send { node, conn, call });
         }
     }

@@ -144,9 +144,9 @@ impl Dispatcher {
             {
                 part
             } else {
-                let reassembler = command
-                    .reassembler
-                    .get_or_insert_with(|| Box::new(Reassembler::new(command.id.clone(), limits)));
+                let reassembler = command.reassembler.get_or_insert_with(|| {
+                    Box::new(Reassembler::new(String::from(&*command.id), limits))
+                });
                 let before = reassembler.buffered_parts();
                 let index = part.part_index;
                 let fingerprint = index.map(|_| digest(&part));
@@ -158,7 +158,7 @@ impl Dispatcher {
                                 command.part_digests.insert(index, fingerprint);
                             }
                             if let Some(part) = record {
-                                let command_id = command.id.clone();
+                                let command_id = String::from(&*command.id);
                                 self.persist(DispatchRecord::Part { command_id, part });
                             }
                         }
@@ -171,7 +171,7 @@ impl Dispatcher {
                         whole
                     }
                     Err(error) => {
-                        let command_id = command.id.clone();
+                        let command_id = String::from(&*command.id);
                         self.event(DispatchEvent::ResultRejected {
                             node: node.to_owned(),
                             command_id,

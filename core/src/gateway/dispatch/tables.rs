@@ -222,6 +222,18 @@ impl Ids {
         }
     }
 
+    /// Adds the canonical UUID of this value (the one [`uuid_text`](crate::rng::uuid_text)
+    /// writes) unless it is present (then nothing changes and this is `false`).
+    pub(super) fn insert_new_uuid(&mut self, uuid: u128, ix: Ix) -> bool {
+        match self.uuids.entry(uuid) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(ix);
+                true
+            }
+        }
+    }
+
     pub(super) fn remove(&mut self, id: &str) {
         match canonical_uuid(id) {
             Some(uuid) => self.uuids.remove(&uuid),
@@ -345,6 +357,18 @@ mod tests {
         ids.remove(id);
         assert_eq!(ids.get(id), None);
         assert_eq!(ids.get(&id.to_uppercase()), Some(Ix(3)));
+    }
+
+    #[test]
+    fn an_id_added_by_value_is_found_by_its_text() {
+        let value = 0x0b7e6c1a_3f2d_4e5b_8a9c_1d2e3f4a5b6c;
+        let mut ids = Ids::new();
+        assert!(ids.insert_new_uuid(value, Ix(1)));
+        assert!(!ids.insert_new_uuid(value, Ix(2)));
+        assert!(!ids.insert_new("0b7e6c1a-3f2d-4e5b-8a9c-1d2e3f4a5b6c", Ix(3)));
+        assert_eq!(ids.get(&crate::rng::uuid_text(value)), Some(Ix(1)));
+        ids.remove("0b7e6c1a-3f2d-4e5b-8a9c-1d2e3f4a5b6c");
+        assert!(ids.insert_new_uuid(value, Ix(4)));
     }
 
     #[test]

@@ -183,20 +183,20 @@ pub enum CommandStatus {
 pub enum DispatchOutput {
     /// Invoke `call` (`ExecuteCommand` or `CancelCommand`) on the node's hub connection `conn`.
     Send {
-        node: String,
+        node: Arc<str>,
         conn: ConnId,
         call: GatewayCall,
     },
     /// The command's one terminal outcome. Emitted exactly once per command.
     Finished {
-        command_id: String,
-        node: String,
+        command_id: Arc<str>,
+        node: Arc<str>,
         outcome: CommandOutcome,
     },
     /// A command's own state changed (not emitted for the end: see `Finished`). Only with
     /// [`DispatchConfig::emit_status`].
     Status {
-        command_id: String,
+        command_id: Arc<str>,
         status: CommandStatus,
     },
     /// The node became online (a hub connection, or a heartbeat after it was offline).

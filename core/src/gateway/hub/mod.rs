@@ -57,7 +57,8 @@ mod receive;
 mod send;
 mod timers;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +67,7 @@ use crate::wire::signalr::framing::DEFAULT_MAX_RECORD_LEN;
 use crate::wire::signalr::handshake::{HANDSHAKE_TIMEOUT, KEEP_ALIVE_INTERVAL, PEER_TIMEOUT};
 use crate::wire::signalr::{DecodeError, HubProtocol};
 
+use super::dispatch::FnvHasher;
 use super::ConnId;
 use conn::{Conn, TokenEntry};
 use send::Tx;
@@ -332,7 +334,9 @@ pub enum HubPeerError {
 
 /// The SignalR server side for many connections; see the module docs.
 pub struct HubServer {
-    conns: BTreeMap<ConnId, Conn>,
+    /// By number with a fixed hasher: several lookups per message among thousands of
+    /// connections (never iterated where the order could reach an output; see `connections`).
+    conns: HashMap<ConnId, Conn, BuildHasherDefault<FnvHasher>>,
     /// Connection tokens (the `?id=` of the WebSocket URL): negotiated, or bound to a connection.
     tokens: BTreeMap<Arc<str>, TokenEntry>,
     /// Unused negotiated ids per node, for `max_pending_negotiations`.
@@ -356,7 +360,7 @@ impl HubServer {
     pub fn new(config: HubServerConfig) -> Result<HubServer, HubServerConfigError> {
         config.validate()?;
         Ok(HubServer {
-            conns: BTreeMap::new(),
+            conns: HashMap::default(),
             tokens: BTreeMap::new(),
             pending_per_node: BTreeMap::new(),
             shared: Shared {
@@ -383,7 +387,13 @@ impl HubServer {
 
     /// Every connection with its node, in `ConnId` order.
     pub fn connections(&self) -> impl Iterator<Item = (ConnId, &str)> + '_ {
-        self.conns.iter().map(|(id, conn)| (*id, &*conn.node))
+        let mut all: Vec<(ConnId, &str)> = self
+            .conns
+            .iter()
+            .map(|(id, conn)| (*id, &*conn.node))
+            .collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all.into_iter()
     }
 
     /// The node of the connection on socket `conn`.

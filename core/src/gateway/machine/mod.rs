@@ -151,10 +151,11 @@ pub enum GatewayOutput {
     },
     /// Store this before answering anything that depends on it.
     Persist(StoreRecord),
-    /// A command ended: its one terminal outcome.
+    /// A command ended: its one terminal outcome. The ids are shared with the machine's own
+    /// copies (cheap to move and clone).
     Finished {
-        command_id: String,
-        node: String,
+        command_id: Arc<str>,
+        node: Arc<str>,
         outcome: CommandOutcome,
     },
     Event(GatewayEvent),
@@ -185,7 +186,7 @@ pub enum GatewayEvent {
         node_id: String,
     },
     CommandStatus {
-        command_id: String,
+        command_id: Arc<str>,
         status: CommandStatus,
     },
     Dispatch(DispatchEvent),
@@ -264,7 +265,8 @@ pub struct Gateway {
     dispatcher: Dispatcher,
     /// The live hub connection of each node, and the other way round.
     node_conns: BTreeMap<Arc<str>, ConnId>,
-    conn_nodes: BTreeMap<ConnId, Arc<str>>,
+    /// Looked up by number on every command sent; never iterated.
+    conn_nodes: HashMap<ConnId, Arc<str>, BuildHasherDefault<FnvHasher>>,
     /// Connections whose node has not been attached to the dispatcher yet (waiting for `Hello`).
     unattached: BTreeSet<ConnId>,
     /// The last heartbeat of each node, for operators. Never iterated.
@@ -293,7 +295,7 @@ impl Gateway {
             hub,
             dispatcher: Dispatcher::new(config.dispatch.clone(), now, unix_now),
             node_conns: BTreeMap::new(),
-            conn_nodes: BTreeMap::new(),
+            conn_nodes: HashMap::default(),
             unattached: BTreeSet::new(),
             heartbeats: HashMap::default(),
             outputs: VecDeque::new(),

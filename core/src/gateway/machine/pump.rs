@@ -263,7 +263,7 @@ impl Gateway {
                 // Usually it is still on `conn` (one cheap lookup by number, not by name).
                 let current = match self.conn_nodes.get(&conn) {
                     Some(owner) if **owner == *node => Some(conn),
-                    _ => self.node_conns.get(node.as_str()).copied(),
+                    _ => self.node_conns.get(&*node).copied(),
                 };
                 if let Some(conn) = current {
                     let _ = self.hub.send(_now, conn, &call);
