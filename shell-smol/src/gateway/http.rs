@@ -170,6 +170,23 @@ async fn machine_http(
 }
 
 /// A header's value as text, if present and printable.
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub(crate) fn bearer_token<B>(request: &Request<B>) -> Option<String> {
+    let header = header_str(request, "authorization")?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+/// Compares without an early exit on the content, so timing tells nothing about a token.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 pub(crate) fn header_str<B>(request: &Request<B>, name: &str) -> Option<String> {
     request
         .headers()

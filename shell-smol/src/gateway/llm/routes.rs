@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use smol::channel::Sender;
 
 use super::super::driver::{SocketHandle, ToDriver};
-use super::super::http::{self as gw_http, header_str};
+use super::super::http::{self as gw_http, bearer_token, constant_time_eq, header_str};
 use super::super::outbound::outbound_queue;
 use super::super::server::Shared;
 use super::super::ws::{self, PendingSocket};
@@ -263,27 +263,14 @@ async fn whole(
 
 /// `Authorization: Bearer <T>` with the API token or the admin token, compared in constant time.
 fn authorized<B>(shared: &Shared, request: &Request<B>) -> bool {
-    let Some(header) = header_str(request, "authorization") else {
+    let Some(token) = bearer_token(request) else {
         return false;
     };
-    let Some(token) = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-    else {
-        return false;
-    };
-    let token = token.trim().as_bytes();
+    let token = token.as_bytes();
     let admin = constant_time_eq(token, shared.admin_token.as_bytes());
     let api = shared
         .llm_api_token
         .as_deref()
         .is_some_and(|t| constant_time_eq(token, t.as_bytes()));
     admin | api
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

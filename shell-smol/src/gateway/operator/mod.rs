@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::driver::{answering, Ctx, ToDriver};
-use super::http::{error, header_str, json, read_body, unavailable, Body};
+use super::http::{bearer_token, constant_time_eq, error, json, read_body, unavailable, Body};
 use super::server::Shared;
 
 /// How much longer than a command's own timeout a waiting dispatch waits (the machine ends
@@ -44,24 +44,8 @@ pub(crate) fn metrics(
 }
 
 fn authorized<B>(shared: &Shared, request: &Request<B>) -> bool {
-    let Some(header) = header_str(request, "authorization") else {
-        return false;
-    };
-    let Some(token) = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(token.trim().as_bytes(), shared.admin_token.as_bytes())
-}
-
-/// Compares without an early exit, so timing tells nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bearer_token(request)
+        .is_some_and(|token| constant_time_eq(token.as_bytes(), shared.admin_token.as_bytes()))
 }
 
 fn unauthorized() -> Response<Body> {
