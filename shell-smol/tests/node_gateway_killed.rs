@@ -31,14 +31,7 @@ fn next_pairing_code(handle: &NodeHandle) -> String {
     let deadline = Instant::now() + LIMIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let event = smol::block_on(futures_lite::future::or(
-            async { handle.events().recv().await.ok() },
-            async {
-                smol::Timer::after(left).await;
-                None
-            },
-        ));
-        match event {
+        match handle.next_event(left) {
             Some(NodeEvent::PairingCode(code)) => return code,
             Some(_) => {}
             None => panic!("no pairing code within {LIMIT:?}"),

@@ -142,14 +142,7 @@ fn a_node_pairs_and_connects_over_wss_trusting_a_private_ca() {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let event = smol::block_on(futures_lite::future::or(
-                async { handle.events().recv().await.ok() },
-                async {
-                    smol::Timer::after(left).await;
-                    None
-                },
-            ));
-            match event {
+            match handle.next_event(left) {
                 Some(NodeEvent::PairingCode(code)) if what == "code" => return code,
                 Some(NodeEvent::Connected { protocol_version }) if what == "connected" => {
                     return protocol_version

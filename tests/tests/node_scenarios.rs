@@ -596,14 +596,7 @@ impl NodeUnderTest for SmolNode {
     }
 
     fn next_event(&mut self, timeout: Duration) -> Option<NodeEvent> {
-        let events = self.handle.as_ref()?.events();
-        smol::block_on(futures_lite::future::or(
-            async { events.recv().await.ok() },
-            async {
-                smol::Timer::after(timeout).await;
-                None
-            },
-        ))
+        self.handle.as_ref()?.next_event(timeout)
     }
 
     fn wait_end(&mut self, timeout: Duration) -> Option<Ended> {

@@ -175,6 +175,18 @@ impl NodeHandle {
         &self.events
     }
 
+    /// The next event, waiting at most `timeout`; `None` when none came in time (or the node
+    /// ended and every event was read). For synchronous callers that need a deadline.
+    pub fn next_event(&self, timeout: Duration) -> Option<NodeEvent> {
+        smol::block_on(smol::future::or(
+            async { self.events.recv().await.ok() },
+            async {
+                smol::Timer::after(timeout).await;
+                None
+            },
+        ))
+    }
+
     pub fn status(&self) -> Status {
         self.status
             .lock()

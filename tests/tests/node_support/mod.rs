@@ -81,13 +81,7 @@ pub fn paired_node(
     let end = Instant::now() + LIMIT;
     let code = loop {
         let left = end.saturating_duration_since(Instant::now());
-        match smol::block_on(async {
-            smol::future::or(async { handle.events().recv().await.ok() }, async {
-                smol::Timer::after(left).await;
-                None
-            })
-            .await
-        }) {
+        match handle.next_event(left) {
             Some(NodeEvent::PairingCode(code)) => break code,
             Some(_) => {}
             None => panic!("no pairing code within {LIMIT:?}"),
