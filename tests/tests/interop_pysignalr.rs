@@ -1,6 +1,7 @@
 //! `pysignalr` (PyPI, pinned by tests/interop/requirements.txt), an independent SignalR client,
 //! acting as a node against the real gateway server: heartbeat and a command round trip.
 
+mod gateway_support;
 mod interop_support;
 
 use std::process::Command;

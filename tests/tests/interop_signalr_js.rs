@@ -3,6 +3,7 @@
 //! and without negotiation, the token in the header and in the query; heartbeats, commands,
 //! a chunked result over 1 MiB, scopes, revocation, and stateful reconnect across cut sockets.
 
+mod gateway_support;
 mod interop_support;
 
 use std::collections::BTreeMap;

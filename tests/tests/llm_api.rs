@@ -1,10 +1,12 @@
 //! The LLM dialect end to end: our node on the in-repo OpenAI backend, our gateway, and the two
 //! user APIs (`/api/chat` and `/v1/chat/completions`, streamed and whole).
 
+mod gateway_support;
 mod llm_support;
 
 use std::time::Duration;
 
+use gateway_support::pair_quickly;
 use llm_support::*;
 use nodelink_tests::openai_backend::{OpenAiBackend, Reply};
 use serde_json::{json, Value};
@@ -137,29 +139,6 @@ fn a_model_without_a_node_times_out_in_each_api() {
     assert_eq!(answer["error"]["message"], "timeout waiting for node");
 }
 
-/// Pairs `node_id` through the REST flow and returns its per-node token.
-fn pair_over_rest(gateway: &nodelink::gateway::RunningGateway, node_id: &str) -> String {
-    let url = format!("{}/api/nodes/me/pair", gateway.url());
-    let body = json!({"nodeId": node_id, "pairingSecret": "llm-pairing-secret-1"});
-    let post = || -> Value {
-        ureq::post(&url)
-            .send_json(&body)
-            .expect("pairing answers")
-            .body_mut()
-            .read_json()
-            .expect("JSON")
-    };
-    let first = post();
-    let code = first["pairingCode"].as_str().expect("a pairing code");
-    let operator = nodelink::gateway::OperatorClient::new(&gateway.url(), gateway.admin_token());
-    operator.approve(code, &[]).expect("approved");
-    // One pairing request per second per node id (docs/protocol.md 7.3).
-    std::thread::sleep(Duration::from_millis(1100));
-    let second = post();
-    assert_eq!(second["status"], "approved", "{second}");
-    second["token"].as_str().expect("a token").to_owned()
-}
-
 /// A node paired on the hub authenticates on `/ws` with its own token (no shared token needed);
 /// once revoked, the same token is refused with 4002.
 #[test]
@@ -170,7 +149,8 @@ fn a_paired_nodes_own_token_serves_llm_tasks_until_it_is_revoked() {
         delay: Duration::ZERO,
     })
     .unwrap();
-    let token = pair_over_rest(&gateway, "llm-paired-1");
+    let operator = nodelink::gateway::OperatorClient::new(&gateway.url(), gateway.admin_token());
+    let token = pair_quickly(&gateway.url(), &operator, "llm-paired-1", &[]).to_string();
     let node = start_node_with_token(&gateway, &backend.base_url(), "tiny", "n1", 1, &token);
 
     let user = UserStream::open(&gateway, "/api/chat", API_TOKEN, &chat_body("tiny", TEXT));

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nodelink::gateway::{OperatorClient, RunningGateway, ServerConfig};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The folder with the interop clients and their lock files.
 pub fn interop_dir() -> PathBuf {
@@ -64,25 +64,15 @@ impl Fixture {
         format!("{}/hubs/node", self.gateway.url())
     }
 
-    /// Pairs `node_id` through the REST flow (request, operator approval, request again) and
-    /// returns its token.
+    /// Pairs `node_id` through the REST flow with every scope, and returns its token.
     pub fn pair(&self, node_id: &str) -> String {
-        let url = format!("{}/api/nodes/me/pair", self.gateway.url());
-        let body = json!({"nodeId": node_id, "pairingSecret": format!("s_{node_id}_interop")});
-        let first = post_json(&url, &body);
-        assert_eq!(first["status"], "pending", "{first}");
-        let code = first["pairingCode"]
-            .as_str()
-            .expect("pairingCode")
-            .to_owned();
-        self.operator
-            .approve(&code, &["*".to_owned()])
-            .expect("operator approves");
-        // One request per second per nodeId is allowed (docs/protocol.md 7.3).
-        thread::sleep(Duration::from_millis(1100));
-        let second = post_json(&url, &body);
-        assert_eq!(second["status"], "approved", "{second}");
-        second["token"].as_str().expect("token").to_owned()
+        crate::gateway_support::pair_quickly(
+            &self.gateway.url(),
+            &self.operator,
+            node_id,
+            &["*".to_owned()],
+        )
+        .to_string()
     }
 
     /// The operator's view of `node_id`.
@@ -118,16 +108,6 @@ impl Fixture {
             .send(node_id, command, params, Duration::from_secs(20), true)
             .expect("command outcome")
     }
-}
-
-pub fn post_json(url: &str, body: &Value) -> Value {
-    let mut response = ureq::post(url)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .send_json(body)
-        .expect("POST");
-    response.body_mut().read_json().expect("JSON answer")
 }
 
 /// An external client process; its stdout is JSON lines (`{"event": ...}`).
