@@ -3,11 +3,20 @@
 //! of a node connected to a real gateway on loopback and idle. Targets (the blocking node):
 //! <= 3 MB binary, <= 4 MB idle RSS.
 //!
-//! Run with the size profile (the binary under test is built with the bench's profile):
-//! `cargo bench -p nodelink-blocking --bench size_rss --profile min-size`; or measure a binary
-//! built apart (`cargo build -p nodelink-blocking --profile min-size`) without building the
-//! gateway in that profile: `NODELINK_NODE_BIN=target/min-size/nodelink-node cargo test -p
-//! nodelink-blocking --bench size_rss`.
+//! The targets are read strictly, in decimal units: 3,000,000 bytes and 4,000,000 bytes.
+//!
+//! The minimal-host build is the static musl one (docs/blocking.md): build it and the smol node
+//! in the size profile, then measure both, plus the dynamically linked blocking node, in one run:
+//!
+//! ```text
+//! cargo build -p nodelink -p nodelink-blocking --profile min-size --bins
+//! cargo build -p nodelink-blocking --profile min-size --bin nodelink-node --target x86_64-unknown-linux-musl
+//! NODELINK_NODE_BIN=target/x86_64-unknown-linux-musl/min-size/nodelink-node:target/min-size/nodelink-node \
+//!   NODELINK_SMOL_BIN=target/min-size/nodelink cargo test -p nodelink-blocking --bench size_rss
+//! ```
+//!
+//! `NODELINK_NODE_BIN` is a `:`-separated list of blocking-node binaries; without it the bench
+//! measures the one built with it.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,12 +24,20 @@ use std::time::{Duration, Instant};
 
 use nodelink::gateway::{OperatorClient, ServerConfig};
 
-/// The binary under test: `$NODELINK_NODE_BIN`, else the one built with this bench.
-fn bin() -> String {
-    std::env::var("NODELINK_NODE_BIN")
-        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_nodelink-node").to_string())
+/// The binaries under test: `$NODELINK_NODE_BIN` (`:`-separated), else the one built with
+/// this bench.
+fn bins() -> Vec<String> {
+    match std::env::var_os("NODELINK_NODE_BIN") {
+        Some(list) => std::env::split_paths(&list)
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        None => vec![env!("CARGO_BIN_EXE_nodelink-node").to_string()],
+    }
 }
-const MB: f64 = 1024.0 * 1024.0;
+const MIB: f64 = 1024.0 * 1024.0;
+/// The issue's targets for the blocking node, in bytes (decimal megabytes).
+const SIZE_TARGET: u64 = 3_000_000;
+const RSS_TARGET: u64 = 4_000_000;
 
 struct Guard(Child);
 
@@ -112,13 +129,13 @@ struct Subject {
     prefix: &'static [&'static str],
 }
 
-/// The smol shell's `nodelink` binary: `$NODELINK_SMOL_BIN`, else the one next to the binary
-/// under test when the same build made it (`cargo build -p nodelink --profile min-size`).
-fn smol_bin() -> Option<String> {
+/// The smol shell's `nodelink` binary: `$NODELINK_SMOL_BIN`, else the one next to the first
+/// binary under test when the same build made it (`cargo build -p nodelink --profile min-size`).
+fn smol_bin(first: &str) -> Option<String> {
     if let Ok(bin) = std::env::var("NODELINK_SMOL_BIN") {
         return Some(bin);
     }
-    let sibling = Path::new(&bin()).with_file_name("nodelink");
+    let sibling = Path::new(first).with_file_name("nodelink");
     sibling
         .exists()
         .then(|| sibling.to_string_lossy().into_owned())
@@ -134,12 +151,16 @@ fn main() {
     let gateway = nodelink::gateway::start(config).expect("the gateway starts");
     let client = OperatorClient::new(&gateway.url(), gateway.admin_token());
 
-    let mut subjects = vec![Subject {
-        label: "nodelink-node (blocking shell)",
-        bin: bin(),
-        prefix: &[],
-    }];
-    match smol_bin() {
+    let blocking = bins();
+    let mut subjects: Vec<Subject> = blocking
+        .iter()
+        .map(|bin| Subject {
+            label: "nodelink-node (blocking shell)",
+            bin: bin.clone(),
+            prefix: &[],
+        })
+        .collect();
+    match smol_bin(&blocking[0]) {
         Some(bin) => subjects.push(Subject {
             label: "nodelink node (smol shell)",
             bin,
@@ -148,7 +169,7 @@ fn main() {
         None => println!(
             "(the smol node is not measured: no `nodelink` next to {}; build it in the same \
              profile or set NODELINK_SMOL_BIN)",
-            bin()
+            blocking[0]
         ),
     }
     for (index, subject) in subjects.iter().enumerate() {
@@ -216,16 +237,17 @@ fn measure(url: &str, client: &OperatorClient, dir: &Path, index: usize, subject
     let file_kb = proc_status(pid, "RssFile:").unwrap_or(0);
     let pss = pss_kb(pid).unwrap_or(0);
 
-    let size_mb = size as f64 / MB;
+    let size_mb = size as f64 / MIB;
     let rss_mb = rss_kb as f64 / 1024.0;
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
     println!("{} ({})", subject.label, subject.bin);
     println!(
-        "  binary size ({how}): {size} bytes = {size_mb:.2} MiB  (blocking target <= 3 MB: {})",
-        if size_mb <= 3.0 { "met" } else { "NOT met" }
+        "  binary size ({how}): {size} bytes = {size_mb:.2} MiB  (blocking target <= 3,000,000 bytes: {})",
+        verdict(size <= SIZE_TARGET)
     );
     println!(
-        "  idle RSS, connected: {rss_kb} KiB = {rss_mb:.2} MiB, peak {hwm_kb} KiB, {threads} threads  (blocking target <= 4 MB: {})",
-        if rss_mb <= 4.0 { "met" } else { "NOT met" }
+        "  idle RSS, connected: {rss_kb} KiB = {rss_mb:.2} MiB, peak {hwm_kb} KiB, {threads} threads  (blocking target <= 4,000,000 bytes: {})",
+        verdict(rss_kb * 1024 <= RSS_TARGET)
     );
     println!("  of which anonymous (heap, stacks): {anon_kb} KiB, file-backed (the binary, libc): {file_kb} KiB");
     println!("  PSS (shared libc pages divided among their users): {pss} KiB");

@@ -1,6 +1,9 @@
 //! The `nodelink-node` binary end to end against the real gateway on loopback: `pair` shows a
 //! code and stores the token once approved; `run` connects, serves the built-in commands, and on
 //! revoke deletes the token and exits 3 with a clear message. Plus `--help` and a bad flag.
+//!
+//! `NODELINK_NODE_BIN` runs the same tests against another build of the binary: CI runs them
+//! again against the static musl build for minimal hosts (docs/blocking.md).
 
 #![cfg(feature = "builtins")] // system.info comes from worker-cuda
 
@@ -13,7 +16,24 @@ use std::time::{Duration, Instant};
 use nodelink::gateway::{OperatorClient, ServerConfig};
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_nodelink-node");
+/// The binary under test: `$NODELINK_NODE_BIN`, else the one cargo built for this test.
+fn bin() -> String {
+    std::env::var("NODELINK_NODE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_nodelink-node").to_string())
+}
+
+/// Whether an ELF executable is statically linked: it has no PT_INTERP program header (no
+/// dynamic loader named).
+fn is_static_executable(path: &str) -> bool {
+    const PT_INTERP: u32 = 3;
+    let elf = std::fs::read(path).expect("the binary is readable");
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().expect("8 bytes"));
+    assert_eq!(&elf[..5], b"\x7fELF\x02", "{path} is not a 64-bit ELF file");
+    let (table, entry_size, entries) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..entries).all(|i| u32_at(table + i * entry_size) != PT_INTERP)
+}
 const LIMIT: Duration = Duration::from_secs(8);
 
 /// Kills the child if the test fails before it ends.
@@ -56,7 +76,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn node(args: &[&str], state: &Path) -> Guard {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(args)
         .arg("--state-dir")
         .arg(state)
@@ -113,7 +133,7 @@ fn pair_then_run_serves_builtins_and_a_revoke_ends_it() {
         pair.stderr()
     );
     assert!(state.join("token.json").exists());
-    let again = Command::new(BIN)
+    let again = Command::new(bin())
         .args(["pair", "--gateway", &gateway.url(), "--state-dir"])
         .arg(&state)
         .output()
@@ -138,6 +158,24 @@ fn pair_then_run_serves_builtins_and_a_revoke_ends_it() {
         .expect("system.info");
     assert_eq!(info["ok"], true, "{info}");
     assert!(info["result"]["result"]["hostname"].is_string(), "{info}");
+    // gpu.info answers on every build; a static build says at once why it has no GPU (it
+    // cannot load the CUDA libraries) instead of probing.
+    let gpu = client
+        .send("cli1", "gpu.info", json!({}), Duration::from_secs(5), true)
+        .expect("gpu.info");
+    assert_eq!(gpu["ok"], true, "{gpu}");
+    let gpu = &gpu["result"]["result"];
+    if is_static_executable(&bin()) {
+        assert_eq!(gpu["available"], false, "{gpu}");
+        assert!(
+            gpu["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("statically linked")),
+            "{gpu}"
+        );
+    } else {
+        assert!(gpu["available"].is_boolean(), "{gpu}");
+    }
     let refused = client
         .send(
             "cli1",
@@ -171,7 +209,7 @@ fn pair_then_run_serves_builtins_and_a_revoke_ends_it() {
 
 #[test]
 fn help_lists_both_commands_and_a_bad_flag_exits_2() {
-    let help = Command::new(BIN).arg("--help").output().expect("runs");
+    let help = Command::new(bin()).arg("--help").output().expect("runs");
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     for needle in [
@@ -187,13 +225,13 @@ fn help_lists_both_commands_and_a_bad_flag_exits_2() {
     ] {
         assert!(text.contains(needle), "--help lacks {needle}");
     }
-    let bad = Command::new(BIN)
+    let bad = Command::new(bin())
         .arg("--frobnicate")
         .output()
         .expect("runs");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("frobnicate"));
-    let no_token = Command::new(BIN)
+    let no_token = Command::new(bin())
         .args(["run", "--state-dir"])
         .arg(scratch("empty"))
         .output()

@@ -20,6 +20,7 @@ fn cli(gateway: &GatewayProcess, node: Option<&mut TestNode>, args: &[&str]) -> 
         .arg(&gateway.db)
         .env_remove("NODELINK_ADMIN_TOKEN")
         .env_remove("NODELINK_GATEWAY")
+        .env_remove("NODELINK_CA_CERT")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -202,4 +203,39 @@ fn revoke_from_the_cli_ends_the_node_for_good() {
         "{}",
         text(&list)
     );
+}
+
+/// An https:// gateway with a private CA: the operator commands trust it with `--ca-cert`, and
+/// without it they refuse its certificate with a clear message.
+#[test]
+fn operator_commands_trust_a_private_ca_with_ca_cert() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../shell-blocking/tests/data");
+    let scratch = Scratch::new("cli-tls");
+    let gateway = GatewayProcess::start(
+        &scratch.db(),
+        free_port(),
+        &[
+            "--tls-cert",
+            &format!("{data}/server.pem"),
+            "--tls-key",
+            &format!("{data}/server.key"),
+        ],
+    );
+    assert!(gateway.url.starts_with("https://"), "{}", gateway.url);
+
+    let trusted = cli(
+        &gateway,
+        None,
+        &["nodes", "list", "--ca-cert", &format!("{data}/ca.pem")],
+    );
+    assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted));
+
+    let untrusted = cli(&gateway, None, &["nodes", "list"]);
+    assert_ne!(untrusted.status.code(), Some(0), "{}", text(&untrusted));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("certificate"),
+        "{}",
+        text(&untrusted)
+    );
+    assert_eq!(gateway.terminate().code(), Some(0));
 }

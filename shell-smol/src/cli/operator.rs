@@ -72,6 +72,10 @@ pub struct Target {
         value_name = "FILE"
     )]
     pub db: PathBuf,
+    /// Trust only this PEM file's CAs for an https:// gateway (a private CA, or the gateway's
+    /// self-signed certificate) instead of the platform's roots.
+    #[arg(long, env = "NODELINK_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,7 +252,18 @@ fn client(target: &Target) -> Result<OperatorClient, Box<dyn std::error::Error +
                 .to_string()
         }
     };
-    Ok(OperatorClient::new(&target.gateway, &token))
+    match &target.ca_cert {
+        None => Ok(OperatorClient::new(&target.gateway, &token)),
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
+            Ok(OperatorClient::with_root_certs_pem(
+                &target.gateway,
+                &token,
+                &pem,
+            )?)
+        }
+    }
 }
 
 pub fn run_nodes(command: NodesCommand) -> CliResult {

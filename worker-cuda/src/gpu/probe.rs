@@ -36,9 +36,14 @@ pub struct Device {
     pub compute_capability: Option<String>,
 }
 
+/// A statically linked build (`crt-static`, e.g. the musl build of `nodelink-node` for minimal
+/// hosts) cannot dlopen the CUDA libraries. Known at compile time, so every GPU path behind
+/// [`Probe::has_gpu`] folds away and the static binary carries no GPU code.
+const STATIC_BUILD: bool = cfg!(target_feature = "crt-static");
+
 impl Probe {
     pub fn has_gpu(&self) -> bool {
-        !self.devices.is_empty()
+        !STATIC_BUILD && !self.devices.is_empty()
     }
 
     pub fn has_nvrtc(&self) -> bool {
@@ -90,6 +95,16 @@ fn find_library(lib: &str) -> Option<String> {
 }
 
 fn run_probe() -> Probe {
+    if STATIC_BUILD {
+        return Probe {
+            unavailable: Some(
+                "this is a statically linked build, which cannot load the CUDA libraries \
+                 (use the dynamically linked build on GPU hosts)"
+                    .to_owned(),
+            ),
+            ..Probe::default()
+        };
+    }
     if std::env::var(DISABLE_ENV).is_ok_and(|v| v == "1") {
         return Probe {
             unavailable: Some(format!("GPU use is disabled ({DISABLE_ENV}=1)")),
