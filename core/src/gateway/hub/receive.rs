@@ -149,6 +149,16 @@ fn next_item(conn: &mut Conn, raw_heartbeats: bool) -> Item {
                     return Item::Heartbeat(heartbeat);
                 }
             }
+            if let Some(TypedCall {
+                invocation_id,
+                call,
+            }) = json::decode_command_result(record)
+            {
+                return Item::Call(TypedCall {
+                    invocation_id,
+                    call: NodeCall::CommandResult(call),
+                });
+            }
             if let Some(call) = json::decode_invocation::<NodeCall>(record) {
                 return Item::Call(call);
             }
