@@ -101,3 +101,18 @@ fn other_heartbeats_take_the_general_path() {
         "{step:?}"
     );
 }
+
+#[test]
+fn a_recycled_buffer_holds_the_next_heartbeat_alone() {
+    // Longer, shorter, then longer again than the buffer handed back.
+    let mut sim = raw_sim(HubProtocol::Json);
+    for (secs, slots) in [(1.0, 1_234_567), (2.0, 1), (3.0, 99)] {
+        let dto = with_slots(slots.into());
+        let message = invocation(HubProtocol::Json, None, "Heartbeat", &dto);
+        let step = sim.node_sends(secs, 1, HubProtocol::Json, &[message]);
+        let [beat]: [RawHeartbeat; 1] = raw(&step).try_into().expect("one raw heartbeat");
+        assert_eq!(beat.json(), serde_json::to_string(&dto).unwrap());
+        assert_eq!(beat.slots(), Some(slots));
+        sim.server.recycle_heartbeat(beat);
+    }
+}

@@ -15,7 +15,7 @@ use super::HubServer;
 /// A Heartbeat whose argument was checked to decode as a [`HeartbeatDto`], kept as its JSON text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawHeartbeat {
-    json: Box<str>,
+    json: String,
     slots: Option<u32>,
 }
 
@@ -44,10 +44,12 @@ pub(super) struct CapabilitiesMemo {
 }
 
 /// A Heartbeat record recognized and checked, or `None` for the general path. `memo` holds the
-/// connection's last decoded `capabilities`, updated when they change.
+/// connection's last decoded `capabilities`, updated when they change; the text is copied into
+/// `spare` when there is one.
 pub(super) fn raw_heartbeat(
     record: &[u8],
     memo: &mut Option<CapabilitiesMemo>,
+    spare: &mut Option<String>,
 ) -> Option<RawHeartbeat> {
     let known = memo.as_ref().map(|memo| &memo.json[..]);
     let scan = scan_heartbeat_with(record, known)?;
@@ -67,10 +69,15 @@ pub(super) fn raw_heartbeat(
             }
         },
     };
-    Some(RawHeartbeat {
-        json: scan.argument.into(),
-        slots,
-    })
+    let json = match spare.take() {
+        Some(mut buffer) => {
+            buffer.clear();
+            buffer.push_str(scan.argument);
+            buffer
+        }
+        None => scan.argument.to_owned(),
+    };
+    Some(RawHeartbeat { json, slots })
 }
 
 impl HubServer {
@@ -78,5 +85,11 @@ impl HubServer {
     /// (kept as text, see [`RawHeartbeat`]) rather than decoded in a `Call`. Off by default.
     pub fn set_raw_heartbeats(&mut self, on: bool) {
         self.shared.raw_heartbeats = on;
+    }
+
+    /// Hands back a raw heartbeat the caller no longer needs (one it replaced): its buffer
+    /// holds the next one's text, so that a steady stream of heartbeats allocates nothing.
+    pub fn recycle_heartbeat(&mut self, heartbeat: RawHeartbeat) {
+        self.shared.spare_heartbeat = Some(heartbeat.json);
     }
 }

@@ -350,6 +350,9 @@ struct Shared {
     config: HubServerConfig,
     /// See [`HubServer::set_raw_heartbeats`].
     raw_heartbeats: bool,
+    /// A heartbeat's text buffer handed back ([`HubServer::recycle_heartbeat`]), for the next
+    /// raw heartbeat: no allocation per heartbeat.
+    spare_heartbeat: Option<String>,
     tx: Tx,
     events: VecDeque<HubServerEvent>,
     timers: Timers,
@@ -368,6 +371,7 @@ impl HubServer {
                 events: VecDeque::new(),
                 timers: Timers::default(),
                 raw_heartbeats: false,
+                spare_heartbeat: None,
                 config,
             },
         })

@@ -99,7 +99,8 @@ fn receive_records(
     conn: &mut Conn,
 ) -> Option<Ending> {
     loop {
-        let ending = match next_item(conn, shared.raw_heartbeats) {
+        let raw = shared.raw_heartbeats.then_some(&mut shared.spare_heartbeat);
+        let ending = match next_item(conn, raw) {
             Item::NeedMore => return None,
             Item::Handshake(request) => on_handshake(shared, now, id, conn, request),
             Item::Call(TypedCall {
@@ -130,7 +131,9 @@ fn receive_records(
     }
 }
 
-fn next_item(conn: &mut Conn, raw_heartbeats: bool) -> Item {
+/// The next record as an item; `raw_heartbeats`: usual JSON heartbeats kept as text, in the
+/// spare buffer if there is one.
+fn next_item(conn: &mut Conn, raw_heartbeats: Option<&mut Option<String>>) -> Item {
     let handshaking = conn.state == ConnState::Handshaking;
     let protocol = conn.protocol;
     let capabilities = &mut conn.capabilities;
@@ -144,10 +147,20 @@ fn next_item(conn: &mut Conn, raw_heartbeats: bool) -> Item {
     }
     let decoded = match protocol {
         HubProtocol::Json => {
-            if raw_heartbeats {
-                if let Some(heartbeat) = raw_heartbeat(record, capabilities) {
+            if let Some(spare) = raw_heartbeats {
+                if let Some(heartbeat) = raw_heartbeat(record, capabilities, spare) {
                     return Item::Heartbeat(heartbeat);
                 }
+            }
+            if let Some(TypedCall {
+                invocation_id,
+                call,
+            }) = json::decode_command_result(record)
+            {
+                return Item::Call(TypedCall {
+                    invocation_id,
+                    call: NodeCall::CommandResult(call),
+                });
             }
             if let Some(call) = json::decode_invocation::<NodeCall>(record) {
                 return Item::Call(call);

@@ -572,10 +572,15 @@ impl Gateway {
         .min()
     }
 
-    /// Keeps a node's last heartbeat for operators, overwriting the previous one in place.
+    /// Keeps a node's last heartbeat for operators, overwriting the previous one in place; the
+    /// text buffer of a raw one it replaces goes back to the hub for the next heartbeat.
     fn keep_heartbeat(&mut self, _now: Instant, node: &Arc<str>, heartbeat: KeptHeartbeat) {
         match self.heartbeats.get_mut(node) {
-            Some(slot) => *slot = heartbeat,
+            Some(slot) => {
+                if let KeptHeartbeat::Raw(old) = std::mem::replace(slot, heartbeat) {
+                    self.hub.recycle_heartbeat(old);
+                }
+            }
             None => {
                 self.heartbeats.insert(Arc::clone(node), heartbeat);
             }

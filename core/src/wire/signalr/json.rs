@@ -26,12 +26,15 @@
 //! the argument straight into its DTO and falls back to [`decode_record`] for anything unusual.
 //! [`scan_heartbeat`] goes further for the gateway's hottest record: it only checks a Heartbeat's
 //! shape and says where its argument lies, for a receiver that keeps it as text.
+//! [`decode_command_result`] does the same kind of one-pass reading for a `CommandResult` as
+//! nodes write it, decoding only its `result` value through serde.
 //!
 //! Framing (splitting a byte stream at 0x1E) lives in [`super::framing`]; this module sees one
 //! record at a time.
 
 mod decode;
 mod scan;
+mod scan_result;
 mod typed;
 
 use serde_json::value::RawValue;
@@ -41,6 +44,7 @@ use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
 pub use scan::{scan_heartbeat, scan_heartbeat_with, HeartbeatScan};
+pub use scan_result::decode_command_result;
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 
 /// Appends `message` as one JSON record terminated by 0x1E. Payloads held as MessagePack are

@@ -114,7 +114,7 @@ pub fn scan_heartbeat_with<'a>(
 
 /// What kind of number a token was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Number {
+pub(super) enum Number {
     /// Digits only: fits a `u64` (at most 19 digits, no sign).
     Integer,
     /// Any other number this scanner accepts (a sign or a fraction; no exponent, at most 20
@@ -128,29 +128,29 @@ const MAX_DEPTH: usize = 16;
 /// At most this many digits in a number (a `u64` has up to 20; 19 always fit).
 const MAX_DIGITS: usize = 19;
 
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(super) struct Scanner<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
     /// The start of the last number token, for `last_token`.
-    last: usize,
+    pub(super) last: usize,
 }
 
 impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
+    pub(super) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
     }
 
-    fn next(&mut self) -> Option<u8> {
+    pub(super) fn next(&mut self) -> Option<u8> {
         let byte = self.peek()?;
         self.at += 1;
         Some(byte)
     }
 
-    fn expect(&mut self, byte: u8) -> Option<()> {
+    pub(super) fn expect(&mut self, byte: u8) -> Option<()> {
         (self.next()? == byte).then_some(())
     }
 
-    fn ws(&mut self) {
+    pub(super) fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.at += 1;
         }
@@ -158,7 +158,7 @@ impl<'a> Scanner<'a> {
 
     /// A string without escapes or control characters; its content.
     #[inline(always)]
-    fn string(&mut self) -> Option<&'a [u8]> {
+    pub(super) fn string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
         let start = self.at;
         let end = start + string_end(&self.bytes[start..])?;
@@ -167,7 +167,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A number token; its kind. `last_token` gives its text.
-    fn number(&mut self) -> Option<Number> {
+    pub(super) fn number(&mut self) -> Option<Number> {
         let start = self.at;
         let negative = self.peek() == Some(b'-');
         if negative {
@@ -209,12 +209,12 @@ impl<'a> Scanner<'a> {
     }
 
     /// The text of the number just read.
-    fn last_token(&self) -> &'a [u8] {
+    pub(super) fn last_token(&self) -> &'a [u8] {
         &self.bytes[self.last..self.at]
     }
 
     /// Any JSON value, checked for syntax only (conservatively, see the module docs).
-    fn skip_value(&mut self, depth: usize) -> Option<()> {
+    pub(super) fn skip_value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' | b'[' if depth >= MAX_DEPTH => None,
@@ -263,7 +263,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
+    pub(super) fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
     }
