@@ -60,7 +60,7 @@ use serde_json::Value;
 
 pub use self::records::{CommandRecord, DispatchRecord, NodeRecord};
 pub(crate) use self::tables::FnvHasher;
-use self::tables::{Ids, Ix, Memory, NodeIx, Slab};
+use self::tables::{Ids, InFlight, Ix, Memory, NodeIx, Slab};
 pub use self::types::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
     DispatchOutput, DispatchRequest, PeerInput, Refusal, ResultAck, Transport,
@@ -142,7 +142,7 @@ struct NodeEntry {
     slots: u32,
     scopes: ScopeSet,
     queue: BTreeMap<i64, Ix>,
-    in_flight: BTreeMap<u64, Ix>,
+    in_flight: InFlight,
     /// Commands awaiting approval, in creation order.
     awaiting: BTreeMap<Key, Ix>,
     paused_until: Option<Instant>,
@@ -166,7 +166,7 @@ impl NodeEntry {
             slots: 0,
             scopes: ScopeSet::new(),
             queue: BTreeMap::new(),
-            in_flight: BTreeMap::new(),
+            in_flight: InFlight::default(),
             awaiting: BTreeMap::new(),
             paused_until: None,
             lease_until: None,

@@ -325,6 +325,41 @@ impl Memory {
     }
 }
 
+/// A node's commands with it, by dispatch number: a short vector kept in ascending order (a
+/// node holds a few commands at a time, and dispatch numbers only grow, so an insert is nearly
+/// always a push). Its capacity stays with the node: no allocation per command, where a B-tree
+/// allocated a node each time it went from empty to one entry.
+#[derive(Debug, Default)]
+pub(super) struct InFlight(Vec<(u64, Ix)>);
+
+impl InFlight {
+    pub(super) fn insert(&mut self, seq: u64, ix: Ix) {
+        match self.0.last() {
+            Some((last, _)) if *last >= seq => {
+                match self.0.binary_search_by_key(&seq, |(s, _)| *s) {
+                    Ok(at) => self.0[at].1 = ix,
+                    Err(at) => self.0.insert(at, (seq, ix)),
+                }
+            }
+            _ => self.0.push((seq, ix)),
+        }
+    }
+
+    pub(super) fn remove(&mut self, seq: &u64) -> Option<Ix> {
+        let at = self.0.iter().position(|(s, _)| s == seq)?;
+        Some(self.0.remove(at).1)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The commands in dispatch order.
+    pub(super) fn values(&self) -> impl DoubleEndedIterator<Item = &Ix> + Clone + '_ {
+        self.0.iter().map(|(_, ix)| ix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -386,6 +421,20 @@ mod tests {
             .map(|e| e.1)
             .collect();
         assert_eq!(order, [7, 0, 1, 4]);
+    }
+
+    #[test]
+    fn in_flight_keeps_dispatch_order_whatever_the_order_of_inserts() {
+        let mut table = InFlight::default();
+        for seq in [4, 9, 2, 7] {
+            table.insert(seq, Ix(seq as usize));
+        }
+        table.insert(7, Ix(70));
+        assert_eq!(table.remove(&9), Some(Ix(9)));
+        assert_eq!(table.remove(&9), None);
+        let order: Vec<Ix> = table.values().copied().collect();
+        assert_eq!(order, [Ix(2), Ix(4), Ix(70)]);
+        assert_eq!(table.len(), 3);
     }
 
     #[test]
