@@ -104,7 +104,7 @@ impl Gw {
 fn hub(conn: u64) -> Transport {
     Transport::Hub {
         conn: ConnId(conn),
-        protocol_version: Some("2026-04-01".to_owned()),
+        protocol_version: Some("2026-04-01".into()),
     }
 }
 
@@ -178,11 +178,11 @@ fn executes(outputs: &[DispatchOutput]) -> Vec<(String, u64, ExecuteCommandDto)>
     outputs
         .iter()
         .filter_map(|o| match o {
-            DispatchOutput::Send {
+            DispatchOutput::Execute {
                 node,
                 conn,
-                call: GatewayCall::ExecuteCommand(dto),
-            } => Some((node.to_string(), conn.0, dto.clone())),
+                execute,
+            } => Some((node.to_string(), conn.0, execute.to_dto())),
             _ => None,
         })
         .collect()

@@ -5,14 +5,16 @@ mod support;
 
 use contract_support as gen;
 use contract_support::fixtures::{execute, heartbeat, hello, json_payload, result_ok, strings};
+use nodelink_core::gateway::dispatch::{CommandRecord, Execute};
 use nodelink_core::wire::contract::{
     answer_hello, choose_protocol_version, expects_completion, interpret_hello_completion,
-    is_protocol_version, method, normalize_scopes, ContractError, GatewayCall, HelloOutcome,
-    NodeCall, LEGACY_PROTOCOL_VERSION, NO_SHARED_VERSION_ERROR, SUPPORTED_PROTOCOL_VERSIONS,
+    is_protocol_version, method, normalize_scopes, ContractError, ExecuteCommandRef, GatewayCall,
+    HelloOutcome, NodeCall, LEGACY_PROTOCOL_VERSION, NO_SHARED_VERSION_ERROR,
+    SUPPORTED_PROTOCOL_VERSIONS,
 };
 use nodelink_core::wire::dto::{
-    CancelCommandDto, CommandError, CommandProgressDto, CommandResultDto, ErrorCode, HelloAckDto,
-    HelloDto,
+    CancelCommandDto, CommandError, CommandProgressDto, CommandResultDto, ErrorCode,
+    ExecuteCommandDto, HelloAckDto, HelloDto,
 };
 use nodelink_core::wire::signalr::{
     CompletionOutcome, HubMessage, HubProtocol, Invocation, Payload,
@@ -751,6 +753,44 @@ proptest! {
         let mut direct = prefix.into_bytes();
         call.encode_json_record(&mut direct).expect("encodes");
         prop_assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&expected));
+    }
+
+    #[test]
+    fn an_execute_written_from_its_parts_is_the_call_s_record(
+        dto in gen::execute_command(),
+        timeout_ms in any::<u64>(),
+        node in "[a-z]{1,4}",
+    ) {
+        let dto = ExecuteCommandDto { timeout_ms: Some(timeout_ms), ..dto };
+        // By reference: the same DTO, the same bytes.
+        let parts = ExecuteCommandRef::of(&dto);
+        prop_assert_eq!(&parts.to_dto(), &dto);
+        let call = GatewayCall::ExecuteCommand(dto.clone());
+        let mut expected = Vec::new();
+        call.encode_json_record(&mut expected).expect("encodes");
+        let mut direct = Vec::new();
+        parts.encode_json_record(&mut direct).expect("encodes");
+        prop_assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&expected));
+        // As the dispatcher keeps it: its record shared, the timeout and version beside it.
+        let execute = Execute {
+            record: std::sync::Arc::new(CommandRecord {
+                command_id: dto.command_id.clone(),
+                node,
+                command: dto.command.clone(),
+                params: dto.params.clone(),
+                timeout_ms: 1,
+                created_at_ms: 2,
+                originated_by: dto.originated_by.clone(),
+                critical: false,
+                required_scope: None,
+            }),
+            timeout_ms,
+            protocol_version: dto.protocol_version.as_deref().map(Into::into),
+        };
+        prop_assert_eq!(&execute.to_call(), &call);
+        let mut kept = Vec::new();
+        execute.encode_json_record(&mut kept).expect("encodes");
+        prop_assert_eq!(String::from_utf8_lossy(&kept), String::from_utf8_lossy(&expected));
     }
 
     #[test]

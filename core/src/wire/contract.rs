@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use super::dto::{
     CancelCommandDto, CommandProgressDto, CommandResultDto, ExecuteCommandDto, HeartbeatDto,
-    HelloAckDto, HelloDto,
+    HelloAckDto, HelloDto, OriginatedBy,
 };
 use super::signalr::json::{self, TypedInvocation};
 use super::signalr::{
@@ -209,18 +209,70 @@ impl TypedInvocation for NodeCall {
     }
 }
 
+/// An `ExecuteCommandDto` by reference: what a gateway that keeps the command's parts elsewhere
+/// (shared, not copied) writes without building the DTO.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExecuteCommandRef<'a> {
+    pub command_id: &'a str,
+    pub command: &'a str,
+    pub params: Option<&'a Value>,
+    pub timeout_ms: Option<u64>,
+    pub originated_by: Option<&'a OriginatedBy>,
+    pub protocol_version: Option<&'a str>,
+}
+
+impl<'a> ExecuteCommandRef<'a> {
+    /// The parts of `dto`.
+    pub fn of(dto: &'a ExecuteCommandDto) -> Self {
+        // Every member named: a new one does not compile until it is carried here too.
+        let ExecuteCommandDto {
+            command_id,
+            command,
+            params,
+            timeout_ms,
+            originated_by,
+            protocol_version,
+        } = dto;
+        ExecuteCommandRef {
+            command_id,
+            command,
+            params: params.as_ref(),
+            timeout_ms: *timeout_ms,
+            originated_by: originated_by.as_ref(),
+            protocol_version: protocol_version.as_deref(),
+        }
+    }
+
+    /// The owned DTO.
+    pub fn to_dto(&self) -> ExecuteCommandDto {
+        ExecuteCommandDto {
+            command_id: self.command_id.to_owned(),
+            command: self.command.to_owned(),
+            params: self.params.cloned(),
+            timeout_ms: self.timeout_ms,
+            originated_by: self.originated_by.cloned(),
+            protocol_version: self.protocol_version.map(str::to_owned),
+        }
+    }
+
+    /// Appends the JSON record of `GatewayCall::ExecuteCommand(self.to_dto())`: the same bytes
+    /// as [`GatewayCall::encode_json_record`] of it. On failure `out` is left as it was.
+    pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+        json::encode_invocation_with(method::EXECUTE_COMMAND, out, |out| write_execute(self, out))
+    }
+}
+
 /// An `ExecuteCommandDto` as serde_json writes it (its derive's member order and omissions),
 /// with its strings copied at once when they need no escape: the gateway's hottest encoding.
-fn write_execute(dto: &ExecuteCommandDto, out: &mut Vec<u8>) -> Result<(), PayloadError> {
-    // Every member named: a new one does not compile until it is written here too.
-    let ExecuteCommandDto {
+fn write_execute(dto: &ExecuteCommandRef<'_>, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+    let ExecuteCommandRef {
         command_id,
         command,
         params,
         timeout_ms,
         originated_by,
         protocol_version,
-    } = dto;
+    } = *dto;
     let serde = |e: serde_json::Error| PayloadError(format!("cannot encode as JSON: {e}"));
     out.extend_from_slice(b"{\"commandId\":");
     json::write_str(command_id, out);
@@ -230,7 +282,7 @@ fn write_execute(dto: &ExecuteCommandDto, out: &mut Vec<u8>) -> Result<(), Paylo
         out.extend_from_slice(b",\"params\":");
         serde_json::to_writer(&mut *out, params).map_err(serde)?;
     }
-    if let Some(ms) = *timeout_ms {
+    if let Some(ms) = timeout_ms {
         out.extend_from_slice(b",\"timeoutMs\":");
         let mut digits = [0u8; 20];
         let mut at = digits.len();
@@ -308,9 +360,9 @@ impl GatewayCall {
     pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
         let target = self.target();
         match self {
-            GatewayCall::ExecuteCommand(dto) => {
-                json::encode_invocation_with(target, out, |out| write_execute(dto, out))
-            }
+            GatewayCall::ExecuteCommand(dto) => json::encode_invocation_with(target, out, |out| {
+                write_execute(&ExecuteCommandRef::of(dto), out)
+            }),
             GatewayCall::RefreshScopes(scopes) => json::encode_invocation(target, scopes, out),
             GatewayCall::RevokeAccess { reason } => json::encode_invocation(target, reason, out),
             GatewayCall::CancelCommand(dto) => json::encode_invocation(target, dto, out),

@@ -258,10 +258,12 @@ fn cancel_of_a_queued_and_of_a_dispatched_command() {
     assert!(out.contains(&DispatchOutput::Send {
         node: "n1".into(),
         conn: ConnId(1),
-        call: GatewayCall::CancelCommand(nodelink_core::wire::dto::CancelCommandDto {
-            command_id: sent.clone(),
-            reason: Some("user_cancelled".to_owned()),
-        }),
+        call: Box::new(GatewayCall::CancelCommand(
+            nodelink_core::wire::dto::CancelCommandDto {
+                command_id: sent.clone(),
+                reason: Some("user_cancelled".to_owned()),
+            }
+        )),
     }));
     assert!(records(&out).contains(&DispatchRecord::CancelRequested {
         command_id: sent.clone()
@@ -367,10 +369,12 @@ fn a_reconnect_while_a_cancel_is_pending_repeats_the_cancel() {
     assert!(out.contains(&DispatchOutput::Send {
         node: "n1".into(),
         conn: ConnId(2),
-        call: GatewayCall::CancelCommand(nodelink_core::wire::dto::CancelCommandDto {
-            command_id: id,
-            reason: None,
-        }),
+        call: Box::new(GatewayCall::CancelCommand(
+            nodelink_core::wire::dto::CancelCommandDto {
+                command_id: id,
+                reason: None,
+            }
+        )),
     }));
 }
 
@@ -575,7 +579,7 @@ fn finished_outcomes_are_forgotten_after_finished_memory_and_beyond_finished_max
     }
     let out = gw.drain();
     assert!(records(&out).contains(&DispatchRecord::Forgotten {
-        command_id: ids[0].clone()
+        command_id: ids[0].as_str().into()
     }));
     assert_eq!(gw.d.status(&ids[0]), None);
     assert!(matches!(gw.status(&ids[1]), CommandStatus::Finished(_)));

@@ -181,13 +181,25 @@ impl Model {
     fn drain(&mut self) -> Result<(), TestCaseError> {
         while let Some(output) = self.d.poll_output() {
             match output {
+                DispatchOutput::Execute {
+                    node,
+                    conn,
+                    execute,
+                } => {
+                    prop_assert_eq!(
+                        self.conns.get(&*node),
+                        Some(&conn.0),
+                        "sent on a stale connection"
+                    );
+                    self.check_sent(&node, &execute.record.command_id)?
+                }
                 DispatchOutput::Send { node, conn, call } => {
                     prop_assert_eq!(
                         self.conns.get(&*node),
                         Some(&conn.0),
                         "sent on a stale connection"
                     );
-                    match call {
+                    match *call {
                         GatewayCall::ExecuteCommand(dto) => {
                             self.check_sent(&node, &dto.command_id)?
                         }

@@ -37,11 +37,11 @@ fn parts_are_reassembled_and_a_gap_is_a_protocol_error() {
         vec![
             DispatchRecord::Part {
                 command_id: id.clone(),
-                part: last
+                part: Box::new(last)
             },
             DispatchRecord::Part {
                 command_id: id.clone(),
-                part: part(&id, 0, false, "hello")
+                part: Box::new(part(&id, 0, false, "hello"))
             },
         ]
     );
@@ -286,7 +286,7 @@ fn unknown_error_codes_and_failures_pass_through_unchanged() {
     let out = gw.drain();
     assert!(records(&out).iter().any(|r| matches!(
         r,
-        DispatchRecord::Finished { command_id, synthesized: false, .. } if *command_id == id
+        DispatchRecord::Finished { command_id, synthesized: false, .. } if **command_id == *id
     )));
 }
 

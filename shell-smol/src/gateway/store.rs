@@ -193,12 +193,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, record: &StoreRecord) -> Result<(), Sto
             )?;
         }
         StoreRecord::Dispatch(command) => {
-            let (command_id, kind) = match command {
-                DispatchRecord::Created(c) => (&c.command_id, "created"),
+            let (command_id, kind): (&str, &str) = match command {
+                DispatchRecord::Created(c) => (c.command_id.as_str(), "created"),
                 DispatchRecord::Approved { command_id } => (command_id, "approved"),
                 DispatchRecord::CancelRequested { command_id } => (command_id, "cancelRequested"),
                 DispatchRecord::Part { command_id, .. } => (command_id, "part"),
-                DispatchRecord::Finished { command_id, .. } => (command_id, "finished"),
+                DispatchRecord::Finished { command_id, .. } => (&**command_id, "finished"),
                 // Handled above; listed so that a new kind fails to compile here.
                 DispatchRecord::Node(_)
                 | DispatchRecord::NodeRemoved { .. }

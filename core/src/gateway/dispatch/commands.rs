@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::Execute;
 use super::{
     CancelOutcome, Command, CommandOutcome, CommandStatus, DispatchError, DispatchOutput,
     DispatchRecord, DispatchRequest, Dispatcher, Ix, Stage, Transport,
@@ -78,30 +79,28 @@ impl Dispatcher {
             required_scope,
             ..
         } = request;
-        self.persist(DispatchRecord::Created(CommandRecord {
+        // The command keeps the record it persists: no copy of its name or params.
+        let record = Arc::new(CommandRecord {
             command_id: String::from(&*id),
             node: node_name,
-            command: command.clone(),
-            params: params.clone(),
+            command,
+            params,
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             created_at_ms: self.unix_ms(now),
-            originated_by: originated_by.clone(),
+            originated_by,
             critical,
-            required_scope: required_scope.clone(),
-        }));
+            required_scope,
+        });
+        self.persist(DispatchRecord::Created(Arc::clone(&record)));
         let inserted = self.commands.insert(Command {
             key,
             id: id.clone(),
             node,
             node_ix: Some(nix),
-            command,
-            params,
-            originated_by,
+            record,
             timeout,
             created: now,
             deadline,
-            required_scope,
-            critical,
             stage: Stage::AwaitingApproval,
             cancel: None,
             reassembler: None,
@@ -210,10 +209,10 @@ impl Dispatcher {
         self.emit(DispatchOutput::Send {
             node,
             conn,
-            call: GatewayCall::CancelCommand(CancelCommandDto {
+            call: Box::new(GatewayCall::CancelCommand(CancelCommandDto {
                 command_id: command_id.to_owned(),
                 reason: reason.map(str::to_owned),
-            }),
+            })),
         });
         self.status_changed(ix);
         Ok(CancelOutcome::Requested)
@@ -362,7 +361,7 @@ impl Dispatcher {
         let finished_at_ms = self.unix_ms(now);
         let command = &mut self.commands[ix];
         let nix = command.node_ix.take();
-        command.params = None;
+        drop_params(command);
         command.reassembler = None;
         command.cancel = None;
         if synthesized {
@@ -375,7 +374,7 @@ impl Dispatcher {
         };
         command.stage = Stage::Finished(outcome.clone());
         let record = DispatchRecord::Finished {
-            command_id: String::from(&*command.id),
+            command_id: Arc::clone(&command.id),
             result: Arc::clone(&outcome.result),
             finished_at_ms,
             synthesized,
@@ -416,7 +415,7 @@ impl Dispatcher {
     pub(super) fn forget(&mut self, ix: Ix) {
         if let Some(command) = self.remove_command(ix) {
             self.persist(DispatchRecord::Forgotten {
-                command_id: String::from(&*command.id),
+                command_id: command.id,
             });
         }
     }
@@ -476,17 +475,32 @@ impl Dispatcher {
     pub(super) fn execute_dto(
         command: &Command,
         now: Instant,
-        protocol_version: Option<String>,
+        protocol_version: Option<&str>,
     ) -> ExecuteCommandDto {
+        Self::execute(command, now, protocol_version.map(Arc::from)).to_dto()
+    }
+
+    /// [`Dispatcher::execute_dto`] as shared parts, for a hub connection that writes it.
+    pub(super) fn execute(
+        command: &Command,
+        now: Instant,
+        protocol_version: Option<Arc<str>>,
+    ) -> Execute {
         let left = command.deadline.saturating_duration_since(now);
         let ms = left.as_nanos().div_ceil(1_000_000);
-        ExecuteCommandDto {
-            command_id: String::from(&*command.id),
-            command: command.command.clone(),
-            params: command.params.clone(),
-            timeout_ms: Some(u64::try_from(ms).unwrap_or(u64::MAX)),
-            originated_by: command.originated_by.clone(),
+        Execute {
+            record: Arc::clone(&command.record),
+            timeout_ms: u64::try_from(ms).unwrap_or(u64::MAX),
             protocol_version,
+        }
+    }
+}
+
+/// Frees a finished command's params, unless its `Created` record is still held elsewhere.
+pub(super) fn drop_params(command: &mut Command) {
+    if command.record.params.is_some() {
+        if let Some(record) = Arc::get_mut(&mut command.record) {
+            record.params = None;
         }
     }
 }

@@ -56,19 +56,17 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 pub use self::records::{CommandRecord, DispatchRecord, NodeRecord};
 pub(crate) use self::tables::FnvHasher;
 use self::tables::{Ids, InFlight, Ix, Memory, NodeIx, Slab};
 pub use self::types::{
     CancelOutcome, CommandOutcome, CommandStatus, DispatchConfig, DispatchError, DispatchEvent,
-    DispatchOutput, DispatchRequest, PeerInput, Refusal, ResultAck, Transport,
+    DispatchOutput, DispatchRequest, Execute, PeerInput, Refusal, ResultAck, Transport,
 };
 use crate::chunk::Reassembler;
 use crate::scope::ScopeSet;
 use crate::time::{saturating_add, DeadlineQueue};
-use crate::wire::dto::{CommandProgressDto, OriginatedBy};
+use crate::wire::dto::CommandProgressDto;
 
 /// A command's creation number: the order of commands wherever order matters (deadlines that
 /// fall at the same instant, approvals, a restore).
@@ -94,14 +92,13 @@ struct Command {
     /// The node's slot while the command is live (set at dispatch, or at the end of a restore);
     /// `None` once it has finished.
     node_ix: Option<NodeIx>,
-    command: String,
-    params: Option<Value>,
-    originated_by: Option<OriginatedBy>,
+    /// The request as `dispatch` accepted it, shared with its `Created` record: the command's
+    /// name, params, origin, scope and criticality (`params` are dropped when it finishes, if
+    /// nothing else holds the record).
+    record: Arc<CommandRecord>,
     timeout: Duration,
     created: Instant,
     deadline: Instant,
-    required_scope: Option<String>,
-    critical: bool,
     stage: Stage,
     /// Cancellation sent to the node, waiting for its answer.
     cancel: Option<Instant>,

@@ -43,8 +43,9 @@ use crate::wire::dto::{CommandResultDto, OriginatedBy};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum DispatchRecord {
-    /// A command was accepted by `dispatch`.
-    Created(CommandRecord),
+    /// A command was accepted by `dispatch`. Shared with the dispatcher, which keeps the
+    /// command's request in it (no copy of the command's name and params per record).
+    Created(#[serde(with = "arc")] Arc<CommandRecord>),
     /// A critical command was approved.
     #[serde(rename_all = "camelCase")]
     Approved { command_id: String },
@@ -56,13 +57,15 @@ pub enum DispatchRecord {
     #[serde(rename_all = "camelCase")]
     Part {
         command_id: String,
-        part: CommandResultDto,
+        /// Boxed: parts are rare, and a record is moved several times on its way out.
+        part: Box<CommandResultDto>,
     },
     /// The command ended with `result`.
     #[serde(rename_all = "camelCase")]
     Finished {
-        command_id: String,
-        #[serde(with = "arc_result")]
+        #[serde(with = "arc_str")]
+        command_id: Arc<str>,
+        #[serde(with = "arc")]
         result: Arc<CommandResultDto>,
         finished_at_ms: u64,
         /// The gateway wrote `result` itself (timeout, cancel, ...).
@@ -73,7 +76,10 @@ pub enum DispatchRecord {
     },
     /// The finished command is no longer remembered.
     #[serde(rename_all = "camelCase")]
-    Forgotten { command_id: String },
+    Forgotten {
+        #[serde(with = "arc_str")]
+        command_id: Arc<str>,
+    },
     /// A node's durable state (replaces its previous `Node` record).
     Node(NodeRecord),
     /// The node was revoked.
@@ -112,20 +118,34 @@ pub struct NodeRecord {
     pub last_seen_ms: Option<u64>,
 }
 
-mod arc_result {
+/// An `Arc<T>` as its `T` (serde's `rc` feature, for these fields alone).
+mod arc {
     use super::*;
 
-    pub fn serialize<S: Serializer>(
-        value: &Arc<CommandResultDto>,
+    pub fn serialize<S: Serializer, T: Serialize>(
+        value: &Arc<T>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         value.as_ref().serialize(serializer)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         deserializer: D,
-    ) -> Result<Arc<CommandResultDto>, D::Error> {
-        CommandResultDto::deserialize(deserializer).map(Arc::new)
+    ) -> Result<Arc<T>, D::Error> {
+        T::deserialize(deserializer).map(Arc::new)
+    }
+}
+
+/// An `Arc<str>` as a string.
+mod arc_str {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &Arc<str>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Arc<str>, D::Error> {
+        String::deserialize(deserializer).map(Arc::from)
     }
 }
 
@@ -159,7 +179,7 @@ impl Dispatcher {
         live.sort_unstable();
         for (key, ix, cancel_pending) in live {
             let command = &self.commands[ix];
-            let waits = command.critical && !approved.contains(&key);
+            let waits = command.record.critical && !approved.contains(&key);
             let nix = self.node_ix(&command.node);
             let message = if cancel_pending {
                 "cancelled: the gateway restarted before the node answered"
@@ -211,7 +231,7 @@ impl Dispatcher {
                 }
                 let node = String::from(&*self.commands[ix].node);
                 // The same path as a live part; its acknowledgment went out before the restart.
-                let _ = self.accept_result(now, &node, ix, part, false);
+                let _ = self.accept_result(now, &node, ix, *part, false);
                 Ok(())
             }
             DispatchRecord::Finished {
@@ -225,7 +245,7 @@ impl Dispatcher {
                 let finished_at = self.instant_of(finished_at_ms, now);
                 self.disarm(ix);
                 let command = &mut self.commands[ix];
-                command.params = None;
+                super::commands::drop_params(command);
                 command.reassembler = None;
                 command.cancel = None;
                 command.part_digests = (0u32..).zip(part_digests).collect();
@@ -266,7 +286,7 @@ impl Dispatcher {
             .ok_or_else(|| format!("a record for unknown command {command_id}"))
     }
 
-    fn restore_created(&mut self, now: Instant, rec: CommandRecord) -> Result<(), String> {
+    fn restore_created(&mut self, now: Instant, rec: Arc<CommandRecord>) -> Result<(), String> {
         if self.ids.contains(&rec.command_id) {
             return Err(format!("Created: {} exists already", rec.command_id));
         }
@@ -278,18 +298,14 @@ impl Dispatcher {
         self.next_key += 1;
         let ix = self.commands.insert(Command {
             key,
-            id: Arc::from(rec.command_id),
-            node: Arc::from(rec.node),
+            id: Arc::from(rec.command_id.as_str()),
+            node: Arc::from(rec.node.as_str()),
             // Set once every record is in (a node's records may come later).
             node_ix: None,
-            command: rec.command,
-            params: rec.params,
-            originated_by: rec.originated_by,
             timeout: Duration::from_millis(rec.timeout_ms),
+            record: rec,
             created,
             deadline,
-            required_scope: rec.required_scope,
-            critical: rec.critical,
             stage: Stage::AwaitingApproval,
             cancel: None,
             reassembler: None,

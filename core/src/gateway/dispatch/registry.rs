@@ -160,7 +160,7 @@ impl Dispatcher {
             .values()
             .chain(entry.queue.values())
             .filter_map(|ix| {
-                let scope = self.commands.get(*ix)?.required_scope.as_ref()?;
+                let scope = self.commands.get(*ix)?.record.required_scope.as_ref()?;
                 (!entry.scopes.allows(scope)).then(|| (*ix, scope.clone()))
             })
             .collect();
@@ -318,15 +318,11 @@ impl Dispatcher {
             }) = &entry.attached
             {
                 let command = &self.commands[ix];
-                let call = GatewayCall::ExecuteCommand(Self::execute_dto(
-                    command,
-                    now,
-                    protocol_version.clone(),
-                ));
-                let send = DispatchOutput::Send {
+                let execute = Self::execute(command, now, protocol_version.clone());
+                let send = DispatchOutput::Execute {
                     node: Arc::clone(&entry.name),
                     conn: *conn,
-                    call,
+                    execute,
                 };
                 self.emit(send);
             }
@@ -340,7 +336,7 @@ impl Dispatcher {
         now: Instant,
         nix: NodeIx,
         conn: ConnId,
-        version: Option<String>,
+        version: Option<Arc<str>>,
     ) {
         let entry = &self.nodes[nix];
         let ixs: Vec<Ix> = entry.in_flight.values().copied().collect();
@@ -348,19 +344,30 @@ impl Dispatcher {
             let Some(command) = self.commands.get_mut(ix) else {
                 continue;
             };
-            let call = if command.cancel.is_some() {
-                GatewayCall::CancelCommand(CancelCommandDto {
+            let output = if command.cancel.is_some() {
+                let call = GatewayCall::CancelCommand(CancelCommandDto {
                     command_id: String::from(&*command.id),
                     reason: None,
-                })
+                });
+                let node = Arc::clone(&self.nodes[nix].name);
+                DispatchOutput::Send {
+                    node,
+                    conn,
+                    call: Box::new(call),
+                }
             } else {
                 if let Stage::InFlight { at, .. } = &mut command.stage {
                     *at = now;
                 }
-                GatewayCall::ExecuteCommand(Self::execute_dto(command, now, version.clone()))
+                let execute = Self::execute(command, now, version.clone());
+                let node = Arc::clone(&self.nodes[nix].name);
+                DispatchOutput::Execute {
+                    node,
+                    conn,
+                    execute,
+                }
             };
-            let node = Arc::clone(&self.nodes[nix].name);
-            self.emit(DispatchOutput::Send { node, conn, call });
+            self.emit(output);
         }
     }
 

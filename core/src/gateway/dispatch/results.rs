@@ -159,7 +159,10 @@ impl Dispatcher {
                             }
                             if let Some(part) = record {
                                 let command_id = String::from(&*command.id);
-                                self.persist(DispatchRecord::Part { command_id, part });
+                                self.persist(DispatchRecord::Part {
+                                    command_id,
+                                    part: Box::new(part),
+                                });
                             }
                         }
                         return ResultAck::Ack;

@@ -5,11 +5,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::records::DispatchRecord;
+use super::records::{CommandRecord, DispatchRecord};
 use crate::chunk::{ChunkError, ReassemblyLimits};
 use crate::gateway::ConnId;
-use crate::wire::contract::GatewayCall;
-use crate::wire::dto::{self, CommandProgressDto, CommandResultDto, ErrorCode, OriginatedBy};
+use crate::wire::contract::{ExecuteCommandRef, GatewayCall};
+use crate::wire::dto::{
+    self, CommandProgressDto, CommandResultDto, ErrorCode, ExecuteCommandDto, OriginatedBy,
+};
+use crate::wire::signalr::PayloadError;
 
 /// The dispatcher's limits and policies. `Default` gives the values of docs/protocol.md.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,12 +78,12 @@ impl Default for DispatchConfig {
 /// How a node takes commands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
-    /// A ready hub connection: commands are pushed as [`DispatchOutput::Send`] on `conn`.
+    /// A ready hub connection: commands are pushed as [`DispatchOutput::Execute`] on `conn`.
     /// `protocol_version` is the connection's negotiated version (docs/protocol.md 5.8), put in
-    /// every `ExecuteCommand`; `None` leaves the field out.
+    /// every `ExecuteCommand` (shared, not copied); `None` leaves the field out.
     Hub {
         conn: ConnId,
-        protocol_version: Option<String>,
+        protocol_version: Option<Arc<str>>,
     },
     /// HTTP polling: commands are handed out by [`lease`](super::Dispatcher::lease).
     Poll,
@@ -178,14 +181,63 @@ pub enum CommandStatus {
     Finished(CommandOutcome),
 }
 
+/// An `ExecuteCommand` to send, as parts shared with the command (nothing copied until it is
+/// written): [`Execute::to_dto`] is the DTO, [`Execute::encode_json_record`] its JSON record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Execute {
+    /// The command as accepted (`commandId`, `command`, `params`, `originatedBy`).
+    pub record: Arc<CommandRecord>,
+    /// The time left to the command's deadline, rounded up to whole milliseconds.
+    pub timeout_ms: u64,
+    /// The connection's negotiated version; `None` leaves the field out.
+    pub protocol_version: Option<Arc<str>>,
+}
+
+impl Execute {
+    /// The parts as the writer takes them.
+    pub fn as_ref(&self) -> ExecuteCommandRef<'_> {
+        let record = &*self.record;
+        ExecuteCommandRef {
+            command_id: &record.command_id,
+            command: &record.command,
+            params: record.params.as_ref(),
+            timeout_ms: Some(self.timeout_ms),
+            originated_by: record.originated_by.as_ref(),
+            protocol_version: self.protocol_version.as_deref(),
+        }
+    }
+
+    /// The `ExecuteCommandDto` the node receives.
+    pub fn to_dto(&self) -> ExecuteCommandDto {
+        self.as_ref().to_dto()
+    }
+
+    /// The call, for a hub protocol without a direct writer (MessagePack).
+    pub fn to_call(&self) -> GatewayCall {
+        GatewayCall::ExecuteCommand(self.to_dto())
+    }
+
+    /// Appends the JSON record of `to_call()` (the same bytes as
+    /// [`GatewayCall::encode_json_record`]), written from the shared parts.
+    pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
+        self.as_ref().encode_json_record(out)
+    }
+}
+
 /// What the dispatcher wants done, drained with [`poll_output`](super::Dispatcher::poll_output).
 #[derive(Clone, Debug, PartialEq)]
 pub enum DispatchOutput {
-    /// Invoke `call` (`ExecuteCommand` or `CancelCommand`) on the node's hub connection `conn`.
+    /// Invoke `ExecuteCommand` (`execute.to_call()`) on the node's hub connection `conn`.
+    Execute {
+        node: Arc<str>,
+        conn: ConnId,
+        execute: Execute,
+    },
+    /// Invoke `call` (`CancelCommand`) on the node's hub connection `conn`.
     Send {
         node: Arc<str>,
         conn: ConnId,
-        call: GatewayCall,
+        call: Box<GatewayCall>,
     },
     /// The command's one terminal outcome. Emitted exactly once per command.
     Finished {

@@ -9,6 +9,7 @@ use super::{
     close_reason, ConnState, DisconnectReason, HubServer, HubServerOutput, HubUsageError, WsFrame,
     CLOSE_NORMAL,
 };
+use crate::gateway::dispatch::Execute;
 use crate::gateway::ConnId;
 use crate::wire::contract::GatewayCall;
 use crate::wire::signalr::{CompletionOutcome, Headers, HubMessage, HubProtocol, PayloadError};
@@ -185,6 +186,21 @@ impl HubServer {
             .to_message(protocol, None)
             .map_err(|e| HubUsageError::Unencodable(e.0))?;
         self.write(now, conn, &message)
+    }
+
+    /// [`HubServer::send`] of an `ExecuteCommand` kept as shared parts: on a JSON connection
+    /// written from them (the same bytes as `send` of `execute.to_call()`), without a DTO.
+    pub fn send_execute(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        execute: &Execute,
+    ) -> Result<(), HubUsageError> {
+        let protocol = self.open_protocol(conn)?;
+        if protocol == HubProtocol::Json {
+            return self.write_with(now, conn, true, |out| execute.encode_json_record(out));
+        }
+        self.send(now, conn, &execute.to_call())
     }
 
     /// Answers a node's invocation (`Hello`, `CommandResult`) with a Completion: `Void`

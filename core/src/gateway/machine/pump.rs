@@ -186,7 +186,7 @@ impl Gateway {
         }
         let transport = Transport::Hub {
             conn,
-            protocol_version,
+            protocol_version: protocol_version.map(Arc::from),
         };
         self.dispatcher.node_connected(now, node, transport, slots);
         if let Some(record) = self.book.get(node) {
@@ -256,16 +256,29 @@ impl Gateway {
         }
     }
 
+    /// Where a call for `node` made for its connection `conn` goes: routed by node, since a
+    /// stateful reconnect may have moved it to a new connection. Usually it is still on `conn`
+    /// (one cheap lookup by number, not by name).
+    fn route(&self, conn: ConnId, node: &str) -> Option<ConnId> {
+        match self.conn_nodes.get(&conn) {
+            Some(owner) if **owner == *node => Some(conn),
+            _ => self.node_conns.get(node).copied(),
+        }
+    }
+
     fn on_dispatch_output(&mut self, _now: Instant, output: DispatchOutput) {
         match output {
+            DispatchOutput::Execute {
+                node,
+                conn,
+                execute,
+            } => {
+                if let Some(conn) = self.route(conn, &node) {
+                    let _ = self.hub.send_execute(_now, conn, &execute);
+                }
+            }
             DispatchOutput::Send { node, conn, call } => {
-                // Routed by node: a stateful reconnect may have moved it to a new connection.
-                // Usually it is still on `conn` (one cheap lookup by number, not by name).
-                let current = match self.conn_nodes.get(&conn) {
-                    Some(owner) if **owner == *node => Some(conn),
-                    _ => self.node_conns.get(&*node).copied(),
-                };
-                if let Some(conn) = current {
+                if let Some(conn) = self.route(conn, &node) {
                     let _ = self.hub.send(_now, conn, &call);
                 }
             }
