@@ -36,6 +36,7 @@ use super::dto::{
 use super::signalr::json::{self, TypedInvocation};
 use super::signalr::{
     CompletionOutcome, Headers, HubMessage, HubProtocol, Invocation, Payload, PayloadError,
+    RECORD_SEPARATOR,
 };
 
 /// The hub method names, in their canonical case.
@@ -258,7 +259,17 @@ impl<'a> ExecuteCommandRef<'a> {
     /// Appends the JSON record of `GatewayCall::ExecuteCommand(self.to_dto())`: the same bytes
     /// as [`GatewayCall::encode_json_record`] of it. On failure `out` is left as it was.
     pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
-        json::encode_invocation_with(method::EXECUTE_COMMAND, out, |out| write_execute(self, out))
+        // `json::encode_invocation_with` with its target written once, here.
+        const HEAD: &[u8] = b"{\"type\":1,\"target\":\"ExecuteCommand\",\"arguments\":[";
+        let start = out.len();
+        out.extend_from_slice(HEAD);
+        if let Err(error) = write_execute(self, out) {
+            out.truncate(start);
+            return Err(error);
+        }
+        out.extend_from_slice(b"]}");
+        out.push(RECORD_SEPARATOR);
+        Ok(())
     }
 }
 

@@ -12,7 +12,9 @@ use super::{
 use crate::gateway::dispatch::Execute;
 use crate::gateway::ConnId;
 use crate::wire::contract::GatewayCall;
-use crate::wire::signalr::{CompletionOutcome, Headers, HubMessage, HubProtocol, PayloadError};
+use crate::wire::signalr::{
+    json, CompletionOutcome, Headers, HubMessage, HubProtocol, PayloadError, RECORD_SEPARATOR,
+};
 
 /// The room a new frame starts with: an `ExecuteCommand` with small params, a Completion.
 const FRAME_START_CAPACITY: usize = 256;
@@ -163,6 +165,15 @@ impl Tx {
     }
 }
 
+/// The JSON record of a void Completion without headers: the bytes `encode_record` writes for
+/// `HubMessage::Completion { headers: empty, invocation_id, outcome: Void }`.
+fn write_void_completion(invocation_id: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"type\":3,\"invocationId\":");
+    json::write_str(invocation_id, out);
+    out.push(b'}');
+    out.push(RECORD_SEPARATOR);
+}
+
 impl HubServer {
     /// Invokes a gateway method on the node, fire-and-forget (no invocationId: the node does not
     /// answer). On a detached stateful connection the call is kept and replayed when the node
@@ -213,7 +224,14 @@ impl HubServer {
         invocation_id: String,
         outcome: CompletionOutcome,
     ) -> Result<(), HubUsageError> {
-        self.open_protocol(conn)?;
+        let protocol = self.open_protocol(conn)?;
+        if protocol == HubProtocol::Json && matches!(outcome, CompletionOutcome::Void) {
+            // A result's acknowledgment, once per result: written at once, no message built.
+            return self.write_with(now, conn, true, |out| {
+                write_void_completion(&invocation_id, out);
+                Ok(())
+            });
+        }
         let message = HubMessage::Completion {
             headers: Headers::new(),
             invocation_id,
@@ -318,5 +336,29 @@ impl HubServer {
             self.end(now, id, reason, None);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_void_completion_is_written_as_the_general_encoder_writes_it() {
+        for id in ["1", "42", "a\"b\\c", "\u{1e}\n", "é✓", ""] {
+            let message = HubMessage::Completion {
+                headers: Headers::new(),
+                invocation_id: id.to_owned(),
+                outcome: CompletionOutcome::Void,
+            };
+            let mut expected = b"x".to_vec();
+            HubProtocol::Json.encode(&message, &mut expected).unwrap();
+            let mut direct = b"x".to_vec();
+            write_void_completion(id, &mut direct);
+            assert_eq!(
+                String::from_utf8_lossy(&direct),
+                String::from_utf8_lossy(&expected)
+            );
+        }
     }
 }
