@@ -774,7 +774,7 @@ proptest! {
         // As the dispatcher keeps it: its record shared, the timeout and version beside it.
         let execute = Execute {
             record: std::sync::Arc::new(CommandRecord {
-                command_id: dto.command_id.clone(),
+                command_id: dto.command_id.as_str().into(),
                 node,
                 command: dto.command.clone(),
                 params: dto.params.clone(),

@@ -194,7 +194,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, record: &StoreRecord) -> Result<(), Sto
         }
         StoreRecord::Dispatch(command) => {
             let (command_id, kind): (&str, &str) = match command {
-                DispatchRecord::Created(c) => (c.command_id.as_str(), "created"),
+                DispatchRecord::Created(c) => (&*c.command_id, "created"),
                 DispatchRecord::Approved { command_id } => (command_id, "approved"),
                 DispatchRecord::CancelRequested { command_id } => (command_id, "cancelRequested"),
                 DispatchRecord::Part { command_id, .. } => (command_id, "part"),

@@ -81,7 +81,7 @@ impl Dispatcher {
         } = request;
         // The command keeps the record it persists: no copy of its name or params.
         let record = Arc::new(CommandRecord {
-            command_id: String::from(&*id),
+            command_id: Arc::clone(&id),
             node: node_name,
             command,
             params,

@@ -90,7 +90,9 @@ pub enum DispatchRecord {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandRecord {
-    pub command_id: String,
+    /// Shared with the dispatcher's outputs that name the command.
+    #[serde(with = "arc_str")]
+    pub command_id: Arc<str>,
     pub node: String,
     pub command: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -298,7 +300,7 @@ impl Dispatcher {
         self.next_key += 1;
         let ix = self.commands.insert(Command {
             key,
-            id: Arc::from(rec.command_id.as_str()),
+            id: Arc::clone(&rec.command_id),
             node: Arc::from(rec.node.as_str()),
             // Set once every record is in (a node's records may come later).
             node_ix: None,

@@ -450,7 +450,10 @@ impl HubServer {
             let id = self.shared.tx.dirty.pop_front()?;
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.dirty = false;
-                self.shared.tx.flush(id, conn);
+                // Nothing is queued before it: handed out at once, not queued and taken back.
+                if let Some(frame) = send::Tx::cut(conn) {
+                    return Some(HubServerOutput::Send { conn: id, frame });
+                }
             }
         }
     }

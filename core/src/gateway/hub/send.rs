@@ -135,18 +135,24 @@ impl Tx {
 
     /// Cuts the pending frame now.
     pub fn flush(&mut self, id: ConnId, conn: &mut Conn) {
+        if let Some(frame) = Self::cut(conn) {
+            self.out
+                .push_back(HubServerOutput::Send { conn: id, frame });
+        }
+    }
+
+    /// The pending frame, taken from the connection; `None` when nothing is pending.
+    pub fn cut(conn: &mut Conn) -> Option<WsFrame> {
         if conn.pending.is_empty() {
-            return;
+            return None;
         }
         let bytes = std::mem::take(&mut conn.pending);
-        let frame = match conn.protocol {
+        Some(match conn.protocol {
             HubProtocol::Json => WsFrame::Text(
                 String::from_utf8(bytes).expect("JSON records are written as UTF-8 text"),
             ),
             HubProtocol::MessagePack => WsFrame::Binary(bytes),
-        };
-        self.out
-            .push_back(HubServerOutput::Send { conn: id, frame });
+        })
     }
 
     pub fn close_socket(&mut self, id: ConnId, code: u16, reason: &str) {
