@@ -231,7 +231,7 @@ fn set_up(count: usize) -> (Bench, Duration) {
         })
         .collect();
     let records = ids.iter().map(|(id, secret)| {
-        StoreRecord::Node(NodeRecord {
+        StoreRecord::Node(Box::new(NodeRecord {
             node_id: id.clone(),
             secret_sha256: hash_secret(secret),
             state: NodeState::Approved,
@@ -239,7 +239,7 @@ fn set_up(count: usize) -> (Bench, Duration) {
             name: None,
             platform: Some("linux".to_string()),
             paired_at_unix_ms: 1_764_000_000_000,
-        })
+        }))
     });
     gateway.restore(now, records).expect("the records restore");
     while gateway.poll_output().is_some() {}

@@ -61,7 +61,7 @@ fn memory_per_hub_connection_is_under_16_kib() {
         let mut store = nodelink::gateway::store::Store::open(&scratch.db()).expect("a store");
         let records: Vec<StoreRecord> = (0..n + WARM_UP)
             .map(|i| {
-                StoreRecord::Node(NodeRecord {
+                StoreRecord::Node(Box::new(NodeRecord {
                     node_id: format!("node-{i}"),
                     secret_sha256: hash_secret(SECRET),
                     state: NodeState::Approved,
@@ -69,7 +69,7 @@ fn memory_per_hub_connection_is_under_16_kib() {
                     name: None,
                     platform: None,
                     paired_at_unix_ms: 1,
-                })
+                }))
             })
             .collect();
         store.write(&records).expect("written");

@@ -70,7 +70,7 @@ pub fn seed(db: &Path, ids: &[String]) -> Result<(), String> {
     let records: Vec<StoreRecord> = ids
         .iter()
         .map(|id| {
-            StoreRecord::Node(NodeRecord {
+            StoreRecord::Node(Box::new(NodeRecord {
                 node_id: id.clone(),
                 secret_sha256: digest,
                 state: NodeState::Approved,
@@ -78,7 +78,7 @@ pub fn seed(db: &Path, ids: &[String]) -> Result<(), String> {
                 name: None,
                 platform: Some("linux".into()),
                 paired_at_unix_ms: 1,
-            })
+            }))
         })
         .collect();
     store.write(&records).map_err(|e| e.to_string())

@@ -95,12 +95,12 @@ impl Store {
         };
         read("SELECT record FROM nodes ORDER BY node_id", &|json| {
             serde_json::from_str(json)
-                .map(StoreRecord::Node)
+                .map(|r| StoreRecord::Node(Box::new(r)))
                 .map_err(|e| format!("node: {e}"))
         })?;
         read("SELECT record FROM pairings", &|json| {
             serde_json::from_str(json)
-                .map(|r| StoreRecord::Pairing(PairingPersist::Put(r)))
+                .map(|r| StoreRecord::Pairing(Box::new(PairingPersist::Put(r))))
                 .map_err(|e| format!("pairing: {e}"))
         })?;
         read("SELECT record FROM dispatch_nodes ORDER BY node", &|json| {
@@ -152,30 +152,32 @@ fn apply(tx: &rusqlite::Transaction<'_>, record: &StoreRecord) -> Result<(), Sto
                 params![node.node_id, serde_json::to_string(node)?],
             )?;
         }
-        StoreRecord::Pairing(PairingPersist::Put(pairing)) => {
-            tx.execute(
-                "INSERT INTO pairings (node_id, secret, record) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (node_id, secret) DO UPDATE SET record = excluded.record",
-                params![
-                    pairing.node_id,
-                    &pairing.secret_sha256[..],
-                    serde_json::to_string(pairing)?
-                ],
-            )?;
-        }
-        StoreRecord::Pairing(PairingPersist::Delete {
-            node_id,
-            secret_sha256,
-        }) => {
-            tx.execute(
-                "DELETE FROM pairings WHERE node_id = ?1 AND secret = ?2",
-                params![node_id, &secret_sha256[..]],
-            )?;
-        }
-        // A kind of pairing record newer than this store: refuse rather than drop it.
-        StoreRecord::Pairing(other) => {
-            return Err(StoreError::Unsupported(format!("{other:?}")));
-        }
+        StoreRecord::Pairing(persist) => match &**persist {
+            PairingPersist::Put(pairing) => {
+                tx.execute(
+                    "INSERT INTO pairings (node_id, secret, record) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (node_id, secret) DO UPDATE SET record = excluded.record",
+                    params![
+                        pairing.node_id,
+                        &pairing.secret_sha256[..],
+                        serde_json::to_string(pairing)?
+                    ],
+                )?;
+            }
+            PairingPersist::Delete {
+                node_id,
+                secret_sha256,
+            } => {
+                tx.execute(
+                    "DELETE FROM pairings WHERE node_id = ?1 AND secret = ?2",
+                    params![node_id, &secret_sha256[..]],
+                )?;
+            }
+            // A kind of pairing record newer than this store: refuse rather than drop it.
+            other => {
+                return Err(StoreError::Unsupported(format!("{other:?}")));
+            }
+        },
         StoreRecord::Dispatch(DispatchRecord::Node(node)) => {
             tx.execute(
                 "INSERT INTO dispatch_nodes (node, record) VALUES (?1, ?2)

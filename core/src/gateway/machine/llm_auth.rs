@@ -30,7 +30,7 @@ mod tests {
     use crate::gateway::{GatewayConfig, StoreRecord};
 
     fn record(node_id: &str, secret: &str, state: NodeState) -> StoreRecord {
-        StoreRecord::Node(NodeRecord {
+        StoreRecord::Node(Box::new(NodeRecord {
             node_id: node_id.into(),
             secret_sha256: hash_secret(secret),
             state,
@@ -38,7 +38,7 @@ mod tests {
             name: None,
             platform: None,
             paired_at_unix_ms: 0,
-        })
+        }))
     }
 
     #[test]

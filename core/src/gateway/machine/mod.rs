@@ -119,9 +119,13 @@ pub enum GatewayInput {
 /// One durable change, for the shell's store; [`Gateway::restore`] takes them back.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "record", rename_all = "camelCase")]
+///
+/// The node and pairing records are boxed: they are rare and large, and every output is moved
+/// several times on its way out (a `GatewayOutput` small enough to be moved without a `memcpy`
+/// call). The JSON form is the same as unboxed.
 pub enum StoreRecord {
-    Node(NodeRecord),
-    Pairing(PairingPersist),
+    Node(Box<NodeRecord>),
+    Pairing(Box<PairingPersist>),
     Dispatch(DispatchRecord),
 }
 
@@ -314,16 +318,18 @@ impl Gateway {
         let mut dispatch = Vec::new();
         for record in records {
             match record {
-                StoreRecord::Node(node) => nodes.push(node),
-                StoreRecord::Pairing(PairingPersist::Put(record)) => {
-                    pairings.insert((record.node_id.clone(), record.secret_sha256), record);
-                }
-                StoreRecord::Pairing(PairingPersist::Delete {
-                    node_id,
-                    secret_sha256,
-                }) => {
-                    pairings.remove(&(node_id, secret_sha256));
-                }
+                StoreRecord::Node(node) => nodes.push(*node),
+                StoreRecord::Pairing(persist) => match *persist {
+                    PairingPersist::Put(record) => {
+                        pairings.insert((record.node_id.clone(), record.secret_sha256), record);
+                    }
+                    PairingPersist::Delete {
+                        node_id,
+                        secret_sha256,
+                    } => {
+                        pairings.remove(&(node_id, secret_sha256));
+                    }
+                },
                 StoreRecord::Dispatch(record) => dispatch.push(record),
             }
         }

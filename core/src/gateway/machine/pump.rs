@@ -23,12 +23,14 @@ impl Gateway {
                 moved = true;
                 let AuthPersist::Node(record) = persist;
                 self.outputs
-                    .push_back(GatewayOutput::Persist(StoreRecord::Node(record)));
+                    .push_back(GatewayOutput::Persist(StoreRecord::Node(Box::new(record))));
             }
             while let Some(persist) = self.pairing.poll_persist() {
                 moved = true;
                 self.outputs
-                    .push_back(GatewayOutput::Persist(StoreRecord::Pairing(persist)));
+                    .push_back(GatewayOutput::Persist(StoreRecord::Pairing(Box::new(
+                        persist,
+                    ))));
             }
             while let Some(event) = self.pairing.poll_event() {
                 moved = true;
