@@ -368,3 +368,72 @@ fn a_large_record_split_across_frames_then_small_ones_decode() {
         assert_eq!(calls(&step).len(), 1);
     }
 }
+
+/// A `CommandResult` record alone in its frame is decoded from the frame itself; the same
+/// records split across frames, two in one frame, or behind a partial record take the decoder's
+/// path: the events are the same, in the same order.
+#[test]
+fn a_lone_command_result_frame_decodes_as_the_buffered_path_does() {
+    let record = |invocation: &str, id: &str| {
+        format!(
+            "{{\"type\":1,\"invocationId\":\"{invocation}\",\"target\":\"CommandResult\",\
+             \"arguments\":[{{\"commandId\":\"{id}\",\"ok\":true,\"result\":{{\"a\":[1,\"x\"]}},\
+             \"durationMs\":3,\"protocolVersion\":\"2026-04-01\"}}]}}\u{1e}"
+        )
+    };
+    let (a, b) = (record("2", "cmd-a"), record("3", "cmd-b"));
+    let ways: [Vec<String>; 4] = [
+        // Each alone in its frame: the direct path.
+        vec![a.clone(), b.clone()],
+        // Both in one frame.
+        vec![format!("{a}{b}")],
+        // Split inside the first, the second behind its tail.
+        vec![a[..20].to_owned(), format!("{}{b}", &a[20..])],
+        // The first split, the second alone after it (the decoder is empty again).
+        vec![a[..20].to_owned(), a[20..].to_owned(), b.clone()],
+    ];
+    let mut seen = Vec::new();
+    for frames in ways {
+        let mut sim = Sim::new();
+        sim.connected(0.0, 1, HubProtocol::Json);
+        let mut events = Vec::new();
+        for frame in frames {
+            events.extend(calls(&sim.frame(1.0, 1, text(&frame))));
+        }
+        seen.push(events);
+    }
+    assert_eq!(seen[0].len(), 2, "{:?}", seen[0]);
+    let [(Some(first), NodeCall::CommandResult(dto)), (Some(second), _)] = &seen[0][..] else {
+        panic!("{:?}", seen[0])
+    };
+    assert_eq!((first.as_str(), second.as_str()), ("2", "3"));
+    assert_eq!(dto.command_id, "cmd-a");
+    assert_eq!(dto.result, Some(serde_json::json!({"a": [1, "x"]})));
+    for other in &seen[1..] {
+        assert_eq!(other, &seen[0]);
+    }
+}
+
+/// A lone `CommandResult` frame with something wrong in it is refused exactly as the buffered
+/// path refuses it (the direct path only ever answers for records it decodes whole).
+#[test]
+fn a_lone_command_result_frame_the_scan_refuses_goes_the_usual_way() {
+    for frame in [
+        // No commandId: a Completion error.
+        "{\"type\":1,\"invocationId\":\"3\",\"target\":\"CommandResult\",\"arguments\":[{\"ok\":true}]}\u{1e}",
+        // A record separator inside: two records, the first broken.
+        "{\"type\":1,\"invocationId\":\"3\",\"target\":\"CommandResult\"\u{1e}{}\u{1e}",
+    ] {
+        let mut direct = Sim::new();
+        direct.connected(0.0, 1, HubProtocol::Json);
+        let one = direct.frame(1.0, 1, text(frame));
+        let mut split = Sim::new();
+        split.connected(0.0, 1, HubProtocol::Json);
+        let mut two = split.frame(1.0, 1, text(&frame[..7]));
+        let rest = split.frame(1.0, 1, text(&frame[7..]));
+        two.out.extend(rest.out);
+        two.events.extend(rest.events);
+        assert_eq!(one.texts(ConnId(1)), two.texts(ConnId(1)), "{frame}");
+        assert_eq!(one.events, two.events, "{frame}");
+    }
+}

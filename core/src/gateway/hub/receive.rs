@@ -16,7 +16,7 @@ use crate::wire::signalr::framing::RecordDecoder;
 use crate::wire::signalr::handshake::{HandshakeRequest, HandshakeResponse};
 use crate::wire::signalr::json::{self, TypedCall};
 use crate::wire::signalr::{
-    msgpack, CompletionOutcome, DecodeError, Headers, HubMessage, HubProtocol,
+    msgpack, CompletionOutcome, DecodeError, Headers, HubMessage, HubProtocol, RECORD_SEPARATOR,
 };
 
 /// A decoder that buffered a frame larger than this is replaced once it is empty again.
@@ -60,6 +60,15 @@ impl HubServer {
             return;
         }
         c.last_received = now;
+        if let WsFrame::Text(text) = &frame {
+            if let Some(call) = lone_command_result(c, text, self.shared.config.max_record_len) {
+                // As `receive_records` handles it, without buffering a copy of the frame.
+                if fresh(&mut self.shared, now, conn, c, "Invocation") {
+                    on_call(&mut self.shared, conn, c, call.invocation_id, call.call);
+                }
+                return;
+            }
+        }
         let len = match &frame {
             WsFrame::Text(text) => {
                 c.decoder.push(text.as_bytes());
@@ -90,6 +99,43 @@ impl HubServer {
         self.end(now, conn, ending.reason, Some(ending.close));
     }
 }
+
+/// A text frame that is exactly one `CommandResult` record as nodes write it, on an open JSON
+/// connection with nothing buffered: decoded from the frame itself (no copy into the decoder,
+/// no UTF-8 check: it is text already). Anything else is `None`: the frame takes the usual path,
+/// which decodes the same record the same way.
+fn lone_command_result(
+    conn: &Conn,
+    text: &str,
+    max_record_len: usize,
+) -> Option<TypedCall<NodeCall>> {
+    if conn.state != ConnState::Open
+        || conn.protocol != HubProtocol::Json
+        || conn.decoder.buffered_len() != 0
+    {
+        return None;
+    }
+    // Cheap refusals first: a heartbeat fails at its first bytes.
+    let record = text.strip_suffix(char::from(RECORD_SEPARATOR))?;
+    if !record.starts_with(COMMAND_RESULT_HEAD)
+        || record.len() > max_record_len
+        || memchr::memchr(RECORD_SEPARATOR, record.as_bytes()).is_some()
+    {
+        return None;
+    }
+    let TypedCall {
+        invocation_id,
+        call,
+    } = json::decode_command_result_text(record)?;
+    Some(TypedCall {
+        invocation_id,
+        call: NodeCall::CommandResult(call),
+    })
+}
+
+/// How a `CommandResult` record as nodes write it begins (`decode_command_result` checks it
+/// whole).
+const COMMAND_RESULT_HEAD: &str = "{\"type\":1,\"invocationId\":\"";
 
 /// Handles every whole record buffered; stops at the first one that ends the connection.
 fn receive_records(

@@ -44,7 +44,7 @@ use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
 pub use scan::{scan_heartbeat, scan_heartbeat_with, HeartbeatScan};
-pub use scan_result::decode_command_result;
+pub use scan_result::{decode_command_result, decode_command_result_text};
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 
 /// Appends `message` as one JSON record terminated by 0x1E. Payloads held as MessagePack are

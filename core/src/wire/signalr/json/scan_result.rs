@@ -64,6 +64,15 @@ pub fn decode_command_result(record: &[u8]) -> Option<TypedCall<CommandResultDto
     }
     // The general path rejects invalid UTF-8 anywhere, skipped members included; so must this.
     let text = std::str::from_utf8(record).ok()?;
+    decode_command_result_text(text)
+}
+
+/// [`decode_command_result`] of a record already known as text (no UTF-8 check to repeat).
+pub fn decode_command_result_text(text: &str) -> Option<TypedCall<CommandResultDto>> {
+    let record = text.as_bytes();
+    if !record.starts_with(HEAD) {
+        return None;
+    }
     let mut s = Scanner {
         bytes: record,
         at: HEAD.len() - 1,
