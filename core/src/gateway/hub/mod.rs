@@ -442,7 +442,16 @@ impl HubServer {
     /// The next thing the shell must do; drain until `None` after every input. Frames still being
     /// batched are cut here, once the queue is empty.
     #[must_use]
+    #[inline]
     pub fn poll_output(&mut self) -> Option<HubServerOutput> {
+        // Most polls find nothing (the pump asks after every input): answered inline.
+        if self.shared.tx.out.is_empty() && self.shared.tx.dirty.is_empty() {
+            return None;
+        }
+        self.next_output()
+    }
+
+    fn next_output(&mut self) -> Option<HubServerOutput> {
         loop {
             if let Some(output) = self.shared.tx.out.pop_front() {
                 return Some(output);

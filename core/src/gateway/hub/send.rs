@@ -142,6 +142,7 @@ impl Tx {
     }
 
     /// The pending frame, taken from the connection; `None` when nothing is pending.
+    #[inline]
     pub fn cut(conn: &mut Conn) -> Option<WsFrame> {
         if conn.pending.is_empty() {
             return None;
