@@ -174,16 +174,12 @@ impl Rng {
 /// A UUID's value as text: 32 lowercase hex digits, hyphenated `8-4-4-4-12`.
 pub fn uuid_text(value: u128) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut digits = value;
-    // From the last digit back; the hyphens sit at 8, 13, 18 and 23.
-    for at in (0..36).rev() {
-        if matches!(at, 8 | 13 | 18 | 23) {
-            out[at] = b'-';
-        } else {
-            out[at] = HEX[(digits & 0xf) as usize];
-            digits >>= 4;
-        }
+    // Where each of the 16 bytes' two digits go: the hyphens sit at 8, 13, 18 and 23.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut out = [b'-'; 36];
+    for (byte, at) in value.to_be_bytes().into_iter().zip(AT) {
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
     }
     // Only ASCII hex digits and hyphens were written: always UTF-8.
     String::from(std::str::from_utf8(&out).unwrap_or_default())
