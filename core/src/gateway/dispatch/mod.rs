@@ -18,7 +18,7 @@
 //! bound at once (a refused request creates nothing), then the command waits for approval
 //! (critical ones) or is queued, FIFO per node. A node takes at most `slots` commands at once
 //! (its heartbeat's `capabilities.slots`, or `default_slots`). A hub node gets them pushed
-//! ([`DispatchOutput::Send`]); a polling node gets them from [`Dispatcher::lease`]. Every command
+//! ([`DispatchOutput::Execute`]); a polling node gets them from [`Dispatcher::lease`]. Every command
 //! has a deadline, its dispatch instant plus its timeout; it ends `timeout` at that deadline when
 //! it is not with a node, and at the deadline plus `result_grace` when it is (the node times out
 //! too, a little later). A `busy` answer puts the command back at the head of the queue and
