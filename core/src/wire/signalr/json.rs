@@ -35,6 +35,7 @@
 mod decode;
 mod scan;
 mod scan_result;
+mod scan_usual;
 mod typed;
 
 use serde_json::value::RawValue;
@@ -43,7 +44,7 @@ use super::message::{CompletionOutcome, Headers, HubMessage, Invocation, Payload
 use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
-pub use scan::{scan_heartbeat, scan_heartbeat_with, HeartbeatScan};
+pub use scan::{scan_heartbeat, scan_heartbeat_text, scan_heartbeat_with, HeartbeatScan};
 pub use scan_result::decode_command_result;
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 

@@ -14,6 +14,8 @@
 //! decides and reports precisely. What it does NOT check is the content of a `capabilities`
 //! object beyond its JSON syntax: the caller decodes it (or knows it equal to text it decoded).
 
+use super::scan_usual::{usual, Usual};
+
 /// Where the parts of a recognized Heartbeat invocation lie in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeartbeatScan<'a> {
@@ -36,6 +38,44 @@ pub fn scan_heartbeat(record: &[u8]) -> Option<HeartbeatScan<'_>> {
 /// grammar delimits by itself), it is taken as that object without scanning it again.
 pub fn scan_heartbeat_with<'a>(
     record: &'a [u8],
+    known: Option<&[u8]>,
+) -> Option<HeartbeatScan<'a>> {
+    match usual(record, known) {
+        // Checked once a Heartbeat is certain (other records leave cheaply): the general path
+        // rejects invalid UTF-8 anywhere, and so would the flexible scan.
+        Some(usual) => usual.scan(std::str::from_utf8(record).ok()?),
+        None => flexible(record, None, known),
+    }
+}
+
+/// [`scan_heartbeat_with`] for a record known to be text (a WebSocket Text frame): the same
+/// answers, without checking its UTF-8 again.
+pub fn scan_heartbeat_text<'a>(record: &'a str, known: Option<&[u8]>) -> Option<HeartbeatScan<'a>> {
+    match usual(record.as_bytes(), known) {
+        Some(usual) => usual.scan(record),
+        None => flexible(record.as_bytes(), Some(record), known),
+    }
+}
+
+impl Usual {
+    /// The parts as text; `text` is the record matched.
+    fn scan(self, text: &str) -> Option<HeartbeatScan<'_>> {
+        // The template's boundaries are ASCII bytes: always character boundaries.
+        Some(HeartbeatScan {
+            argument: text.get(self.argument)?,
+            capabilities: match self.capabilities {
+                Some(range) => Some(text.get(range)?),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Any spelling of a Heartbeat record (whitespace, member order, unknown members): the scan for
+/// what the template in [`usual`] does not match. `text`: the record, when known to be UTF-8.
+fn flexible<'a>(
+    record: &'a [u8],
+    text: Option<&'a str>,
     known: Option<&[u8]>,
 ) -> Option<HeartbeatScan<'a>> {
     let mut s = Scanner {
@@ -83,7 +123,10 @@ pub fn scan_heartbeat_with<'a>(
                 b"arguments" if seen_target && scan.is_none() => {
                     // Checked once a Heartbeat is certain (other records leave cheaply): the
                     // general path rejects invalid UTF-8 anywhere, skipped members included.
-                    let text = std::str::from_utf8(record).ok()?;
+                    let text = match text {
+                        Some(text) => text,
+                        None => std::str::from_utf8(record).ok()?,
+                    };
                     s.expect(b'[')?;
                     s.ws();
                     scan = Some(s.heartbeat(text, known)?);
@@ -160,6 +203,12 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     pub(super) fn string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
+        self.rest_of_string()
+    }
+
+    /// [`Scanner::string`] after its opening quote.
+    #[inline(always)]
+    pub(super) fn rest_of_string(&mut self) -> Option<&'a [u8]> {
         let start = self.at;
         let end = start + string_end(&self.bytes[start..])?;
         self.at = end + 1;
@@ -263,6 +312,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// `word` here, passed over; otherwise nothing moves.
+    #[inline(always)]
     pub(super) fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
