@@ -8,7 +8,7 @@
 //! [`HubServerEvent::Call`](super::HubServerEvent::Call), as it does with the switch off.
 
 use crate::wire::dto::{Capabilities, HeartbeatDto};
-use crate::wire::signalr::json::scan_heartbeat_with;
+use crate::wire::signalr::json::{scan_heartbeat_with, scan_usual_heartbeat, HeartbeatScan};
 
 use super::HubServer;
 
@@ -53,6 +53,25 @@ pub(super) fn raw_heartbeat(
 ) -> Option<RawHeartbeat> {
     let known = memo.as_ref().map(|memo| &memo.json[..]);
     let scan = scan_heartbeat_with(record, known)?;
+    keep(scan, memo, spare)
+}
+
+/// [`raw_heartbeat`] of a record known to be text (from a Text frame): no UTF-8 check.
+pub(super) fn raw_heartbeat_text(
+    record: &str,
+    memo: &mut Option<CapabilitiesMemo>,
+    spare: &mut Option<String>,
+) -> Option<RawHeartbeat> {
+    let known = memo.as_ref().map(|memo| &memo.json[..]);
+    let scan = scan_usual_heartbeat(record, known)?;
+    keep(scan, memo, spare)
+}
+
+fn keep(
+    scan: HeartbeatScan<'_>,
+    memo: &mut Option<CapabilitiesMemo>,
+    spare: &mut Option<String>,
+) -> Option<RawHeartbeat> {
     let slots = match scan.capabilities {
         None => None,
         Some(json) => match memo {

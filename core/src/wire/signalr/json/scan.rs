@@ -44,17 +44,19 @@ pub fn scan_heartbeat_with<'a>(
         // Checked once a Heartbeat is certain (other records leave cheaply): the general path
         // rejects invalid UTF-8 anywhere, and so would the flexible scan.
         Some(usual) => usual.scan(std::str::from_utf8(record).ok()?),
-        None => flexible(record, None, known),
+        None => flexible(record, known),
     }
 }
 
-/// [`scan_heartbeat_with`] for a record known to be text (a WebSocket Text frame): the same
-/// answers, without checking its UTF-8 again.
-pub fn scan_heartbeat_text<'a>(record: &'a str, known: Option<&[u8]>) -> Option<HeartbeatScan<'a>> {
-    match usual(record.as_bytes(), known) {
-        Some(usual) => usual.scan(record),
-        None => flexible(record.as_bytes(), Some(record), known),
-    }
+/// [`scan_heartbeat_with`] for the records nodes write (serde's member order, no whitespace)
+/// known to be text (a WebSocket Text frame): no UTF-8 check, and `None` for any other
+/// spelling, even a valid Heartbeat (give those to [`scan_heartbeat_with`], which decides).
+/// Whenever it answers, the answer is [`scan_heartbeat_with`]'s.
+pub fn scan_usual_heartbeat<'a>(
+    record: &'a str,
+    known: Option<&[u8]>,
+) -> Option<HeartbeatScan<'a>> {
+    usual(record.as_bytes(), known)?.scan(record)
 }
 
 impl Usual {
@@ -72,12 +74,8 @@ impl Usual {
 }
 
 /// Any spelling of a Heartbeat record (whitespace, member order, unknown members): the scan for
-/// what the template in [`usual`] does not match. `text`: the record, when known to be UTF-8.
-fn flexible<'a>(
-    record: &'a [u8],
-    text: Option<&'a str>,
-    known: Option<&[u8]>,
-) -> Option<HeartbeatScan<'a>> {
+/// what the template in [`usual`] does not match.
+fn flexible<'a>(record: &'a [u8], known: Option<&[u8]>) -> Option<HeartbeatScan<'a>> {
     let mut s = Scanner {
         bytes: record,
         at: 0,
@@ -123,10 +121,7 @@ fn flexible<'a>(
                 b"arguments" if seen_target && scan.is_none() => {
                     // Checked once a Heartbeat is certain (other records leave cheaply): the
                     // general path rejects invalid UTF-8 anywhere, skipped members included.
-                    let text = match text {
-                        Some(text) => text,
-                        None => std::str::from_utf8(record).ok()?,
-                    };
+                    let text = std::str::from_utf8(record).ok()?;
                     s.expect(b'[')?;
                     s.ws();
                     scan = Some(s.heartbeat(text, known)?);
