@@ -8,7 +8,7 @@
 //! [`HubServerEvent::Call`](super::HubServerEvent::Call), as it does with the switch off.
 
 use crate::wire::dto::{Capabilities, HeartbeatDto};
-use crate::wire::signalr::json::{scan_heartbeat_with, scan_usual_heartbeat, HeartbeatScan};
+use crate::wire::signalr::json::{scan_heartbeat_with, usual_heartbeat, HeartbeatScan};
 
 use super::HubServer;
 
@@ -56,15 +56,23 @@ pub(super) fn raw_heartbeat(
     keep(scan, memo, spare)
 }
 
-/// [`raw_heartbeat`] of a record known to be text (from a Text frame): no UTF-8 check.
-pub(super) fn raw_heartbeat_text(
+/// [`raw_heartbeat`] of a record known to be text (from a Text frame) and written as nodes
+/// write it ([`usual_heartbeat`]): no UTF-8 check, and `None` for any other spelling.
+pub(super) fn raw_usual_heartbeat(
     record: &str,
     memo: &mut Option<CapabilitiesMemo>,
     spare: &mut Option<String>,
 ) -> Option<RawHeartbeat> {
     let known = memo.as_ref().map(|memo| &memo.json[..]);
-    let scan = scan_usual_heartbeat(record, known)?;
-    keep(scan, memo, spare)
+    let (scan, is_known) = usual_heartbeat(record, known)?;
+    let slots = match (scan.capabilities, &*memo) {
+        (Some(_), Some(memo)) if is_known => Some(memo.slots),
+        _ => slots(scan, memo)?,
+    };
+    Some(RawHeartbeat {
+        json: copy(scan.argument, spare),
+        slots,
+    })
 }
 
 fn keep(
@@ -72,7 +80,16 @@ fn keep(
     memo: &mut Option<CapabilitiesMemo>,
     spare: &mut Option<String>,
 ) -> Option<RawHeartbeat> {
-    let slots = match scan.capabilities {
+    Some(RawHeartbeat {
+        slots: slots(scan, memo)?,
+        json: copy(scan.argument, spare),
+    })
+}
+
+/// The heartbeat's `capabilities.slots`, decoding the capabilities unless they are the ones in
+/// `memo` (which then holds them); `None` if they do not decode.
+fn slots(scan: HeartbeatScan<'_>, memo: &mut Option<CapabilitiesMemo>) -> Option<Option<u32>> {
+    Some(match scan.capabilities {
         None => None,
         Some(json) => match memo {
             Some(memo) if memo.json == json.as_bytes() => Some(memo.slots),
@@ -87,16 +104,19 @@ fn keep(
                 Some(capabilities.slots)
             }
         },
-    };
-    let json = match spare.take() {
+    })
+}
+
+/// `argument` as an owned string, in the spare buffer when there is one.
+fn copy(argument: &str, spare: &mut Option<String>) -> String {
+    match spare.take() {
         Some(mut buffer) => {
             buffer.clear();
-            buffer.push_str(scan.argument);
+            buffer.push_str(argument);
             buffer
         }
-        None => scan.argument.to_owned(),
-    };
-    Some(RawHeartbeat { json, slots })
+        None => argument.to_owned(),
+    }
 }
 
 impl HubServer {

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::conn::{trackable_of_error, Conn, Receipt, Replay};
-use super::heartbeat::{raw_heartbeat, raw_heartbeat_text, RawHeartbeat};
+use super::heartbeat::{raw_heartbeat, raw_usual_heartbeat, RawHeartbeat};
 use super::{
     ConnState, DisconnectReason, HubPeerError, HubServer, HubServerEvent, Shared, WsFrame,
     CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG,
@@ -155,7 +155,7 @@ fn heartbeat_frame(
         return false;
     }
     let spare = &mut shared.spare_heartbeat;
-    let Some(heartbeat) = raw_heartbeat_text(record, &mut conn.capabilities, spare) else {
+    let Some(heartbeat) = raw_usual_heartbeat(record, &mut conn.capabilities, spare) else {
         return false;
     };
     on_heartbeat(shared, now, id, conn, heartbeat);

@@ -44,6 +44,7 @@ use super::message::{CompletionOutcome, Headers, HubMessage, Invocation, Payload
 use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
+pub(crate) use scan::usual_heartbeat;
 pub use scan::{scan_heartbeat, scan_heartbeat_with, scan_usual_heartbeat, HeartbeatScan};
 pub use scan_result::decode_command_result;
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};

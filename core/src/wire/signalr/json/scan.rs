@@ -14,7 +14,7 @@
 //! decides and reports precisely. What it does NOT check is the content of a `capabilities`
 //! object beyond its JSON syntax: the caller decodes it (or knows it equal to text it decoded).
 
-use super::scan_usual::{usual, Usual};
+use super::scan_usual::usual;
 
 /// Where the parts of a recognized Heartbeat invocation lie in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +43,9 @@ pub fn scan_heartbeat_with<'a>(
     match usual(record, known) {
         // Checked once a Heartbeat is certain (other records leave cheaply): the general path
         // rejects invalid UTF-8 anywhere, and so would the flexible scan.
-        Some(usual) => usual.scan(std::str::from_utf8(record).ok()?),
+        Some(usual) => usual
+            .scan(std::str::from_utf8(record).ok()?)
+            .map(|(scan, _)| scan),
         None => flexible(record, known),
     }
 }
@@ -56,21 +58,16 @@ pub fn scan_usual_heartbeat<'a>(
     record: &'a str,
     known: Option<&[u8]>,
 ) -> Option<HeartbeatScan<'a>> {
-    usual(record.as_bytes(), known)?.scan(record)
+    usual_heartbeat(record, known).map(|(scan, _)| scan)
 }
 
-impl Usual {
-    /// The parts as text; `text` is the record matched.
-    fn scan(self, text: &str) -> Option<HeartbeatScan<'_>> {
-        // The template's boundaries are ASCII bytes: always character boundaries.
-        Some(HeartbeatScan {
-            argument: text.get(self.argument)?,
-            capabilities: match self.capabilities {
-                Some(range) => Some(text.get(range)?),
-                None => None,
-            },
-        })
-    }
+/// [`scan_usual_heartbeat`], and whether its `capabilities` are `known` (then the caller need
+/// not compare them again).
+pub(crate) fn usual_heartbeat<'a>(
+    record: &'a str,
+    known: Option<&[u8]>,
+) -> Option<(HeartbeatScan<'a>, bool)> {
+    usual(record.as_bytes(), known)?.scan(record)
 }
 
 /// Any spelling of a Heartbeat record (whitespace, member order, unknown members): the scan for

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use super::scan::{Number, Scanner};
+use super::scan::{HeartbeatScan, Scanner};
 
 /// The envelope and the argument up to its `nodeId`'s text.
 const HEAD: &[u8] = b"{\"type\":1,\"target\":\"Heartbeat\",\"arguments\":[{\"nodeId\":\"";
@@ -25,6 +25,24 @@ pub(super) struct Usual {
     pub(super) argument: Range<usize>,
     /// `None` when the member is absent or `null`.
     pub(super) capabilities: Option<Range<usize>>,
+    /// Whether the capabilities are the `known` ones.
+    pub(super) known: bool,
+}
+
+impl Usual {
+    /// The parts as text, and whether the capabilities are the known ones; `text` is the record
+    /// matched.
+    pub(super) fn scan(self, text: &str) -> Option<(HeartbeatScan<'_>, bool)> {
+        // The template's boundaries are ASCII bytes: always character boundaries.
+        let scan = HeartbeatScan {
+            argument: text.get(self.argument)?,
+            capabilities: match self.capabilities {
+                Some(range) => Some(text.get(range)?),
+                None => None,
+            },
+        };
+        Some((scan, self.known))
+    }
 }
 
 /// Matches `record` as
@@ -53,7 +71,7 @@ pub(super) fn usual(record: &[u8], known: Option<&[u8]>) -> Option<Usual> {
     s.number()?;
     s.literal(b",\"memoryMb\":")?;
     unsigned(&mut s)?;
-    let mut capabilities = None;
+    let (mut capabilities, mut is_known) = (None, false);
     if s.literal(b",\"capabilities\":").is_some() {
         match s.peek()? {
             b'n' => s.literal(b"null")?,
@@ -64,6 +82,7 @@ pub(super) fn usual(record: &[u8], known: Option<&[u8]>) -> Option<Usual> {
                         if known.first() == Some(&b'{') && s.bytes[from..].starts_with(known) =>
                     {
                         s.at += known.len();
+                        is_known = true;
                     }
                     _ => s.skip_value(1)?,
                 }
@@ -76,13 +95,19 @@ pub(super) fn usual(record: &[u8], known: Option<&[u8]>) -> Option<Usual> {
     (s.at == record.len()).then(|| Usual {
         argument: ARGUMENT_AT..record.len() - (TAIL.len() - 1),
         capabilities,
+        known: is_known,
     })
 }
 
-/// An integer that fits a `u64` (no sign, no fraction, at most 19 digits).
+/// An integer that fits a `u64`: 1 to 19 digits, no leading zero. What follows is left to the
+/// next literal, which a sign, a fraction or an exponent cannot match.
 #[inline(always)]
 fn unsigned(s: &mut Scanner<'_>) -> Option<()> {
-    (s.number()? == Number::Integer).then_some(())
+    let rest = &s.bytes[s.at..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let ok = matches!(digits, 1..=19) && (digits == 1 || rest[0] != b'0');
+    s.at += digits;
+    ok.then_some(())
 }
 
 #[cfg(test)]
@@ -103,7 +128,17 @@ mod tests {
         let caps = found.capabilities.clone().expect("capabilities");
         assert_eq!(&text[caps], r#"{"commands":["system.info"],"slots":4}"#);
         let known = br#"{"commands":["system.info"],"slots":4}"#;
-        assert_eq!(usual(text.as_bytes(), Some(known)), Some(found));
+        let with_known = usual(text.as_bytes(), Some(known)).expect("matched");
+        assert_eq!((with_known.known, found.known), (true, false));
+        assert_eq!(
+            with_known,
+            Usual {
+                known: true,
+                ..found.clone()
+            }
+        );
+        let other = br#"{"commands":["system.info"],"slots":5}"#;
+        assert_eq!(usual(text.as_bytes(), Some(other)), Some(found));
         // Absent and null capabilities.
         let bare = ARG.replace(
             r#","capabilities":{"commands":["system.info"],"slots":4}"#,
@@ -126,6 +161,10 @@ mod tests {
             record(ARG).replace("\"type\":1,", ""),
             record(&ARG.replace("\"n1\"", "\"n\\u0031\"")),
             record(&ARG.replace("3600", "-3600")),
+            record(&ARG.replace("3600", "03600")),
+            record(&ARG.replace("3600", "")),
+            record(&ARG.replace("3600", "36000000000000000000")),
+            record(&ARG.replace("45,", "4e5,")),
             record(&ARG.replace("45,", "45.0,")),
             record(&ARG.replace("2.5", "2.5e0")),
             record(
