@@ -58,6 +58,8 @@ pub(super) fn raw_heartbeat(
 
 /// [`raw_heartbeat`] of a record known to be text (from a Text frame) and written as nodes
 /// write it ([`usual_heartbeat`]): no UTF-8 check, and `None` for any other spelling.
+/// Inlined, so that other records (a CommandResult) are told apart without a call.
+#[inline]
 pub(super) fn raw_usual_heartbeat(
     record: &str,
     memo: &mut Option<CapabilitiesMemo>,

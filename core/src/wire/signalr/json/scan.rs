@@ -63,6 +63,7 @@ pub fn scan_usual_heartbeat<'a>(
 
 /// [`scan_usual_heartbeat`], and whether its `capabilities` are `known` (then the caller need
 /// not compare them again).
+#[inline]
 pub(crate) fn usual_heartbeat<'a>(
     record: &'a str,
     known: Option<&[u8]>,
@@ -426,20 +427,12 @@ enum Field {
 
 /// Where the string whose content starts `bytes` ends (its closing quote), if it has no escape
 /// and no control character (below 0x20, which JSON strings must escape). Eight bytes at a
-/// time: in each mask the lowest flagged byte is exact (a borrow only flags bytes above it).
+/// time (see [`special_bytes`]).
 #[inline]
 fn string_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
     let mut at = 0;
     while let Some(chunk) = bytes.get(at..at + 8) {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let flagged = (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
-            | zero_byte(word ^ (ONES * u64::from(b'"')))
-            | zero_byte(word ^ (ONES * u64::from(b'\\')));
+        let flagged = special_bytes(chunk);
         if flagged != 0 {
             let end = at + (flagged.trailing_zeros() / 8) as usize;
             return (bytes[end] == b'"').then_some(end);
@@ -454,4 +447,20 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// The bytes of `chunk` (8 bytes of a string) that end a string or are not allowed in one (`"`,
+/// `\\`, below 0x20), as a mask with the high bit of each such byte set. Only the lowest
+/// flagged byte is exact (a borrow only flags bytes above it): that is the one that counts.
+#[inline(always)]
+pub(super) fn special_bytes(chunk: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut word = [0; 8];
+    word.copy_from_slice(chunk);
+    let word = u64::from_le_bytes(word);
+    (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+        | zero_byte(word ^ (ONES * u64::from(b'"')))
+        | zero_byte(word ^ (ONES * u64::from(b'\\')))
 }
