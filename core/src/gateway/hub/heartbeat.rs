@@ -6,6 +6,12 @@
 //! decoded only when its bytes differ from the last ones decoded on the connection (nodes send
 //! the same capabilities every time). Anything unusual takes the general path and arrives as
 //! [`HubServerEvent::Call`](super::HubServerEvent::Call), as it does with the switch off.
+//!
+//! The usual case is read straight from the shell's frame: a Text frame that is exactly one
+//! Heartbeat record as nodes write it, on an open connection with nothing buffered, is matched
+//! by the template scan ([`usual_heartbeat`]) without being copied into the connection's decoder
+//! and without a UTF-8 check (a Text frame is a `String`). Any other frame goes through the
+//! decoder as before.
 
 use crate::wire::dto::{Capabilities, HeartbeatDto};
 use crate::wire::signalr::json::{scan_heartbeat_with, usual_heartbeat, HeartbeatScan};

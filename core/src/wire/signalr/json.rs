@@ -25,7 +25,8 @@
 //! [`decode_invocation`] is the one-pass fast path for the contract's hot methods: it decodes
 //! the argument straight into its DTO and falls back to [`decode_record`] for anything unusual.
 //! [`scan_heartbeat`] goes further for the gateway's hottest record: it only checks a Heartbeat's
-//! shape and says where its argument lies, for a receiver that keeps it as text.
+//! shape and says where its argument lies, for a receiver that keeps it as text; records as nodes
+//! write them are matched as one template first ([`scan_usual_heartbeat`] alone, for text).
 //! [`decode_command_result`] does the same kind of one-pass reading for a `CommandResult` as
 //! nodes write it, decoding only its `result` value through serde.
 //!
