@@ -1,13 +1,14 @@
-//! `scan_heartbeat` (core/src/wire/signalr/json/scan.rs): what it recognizes, what it leaves to
-//! the general path, and the property that holds it to the general path: whenever it answers,
-//! the general path decodes the same record as a Heartbeat whose argument is the text it found.
+//! `scan_heartbeat` (core/src/wire/signalr/json/scan.rs, and scan_usual.rs for records as nodes
+//! write them): what it recognizes, what it leaves to the general path, and the property that
+//! holds it to the general path: whenever it answers, the general path decodes the same record
+//! as a Heartbeat whose argument is the text it found.
 mod contract_support;
 
 use contract_support::heartbeat;
 use nodelink_core::wire::contract::NodeCall;
 use nodelink_core::wire::dto::{Capabilities, HeartbeatDto};
 use nodelink_core::wire::signalr::json::{
-    decode_record, scan_heartbeat, scan_heartbeat_with, HeartbeatScan,
+    decode_record, scan_heartbeat, scan_heartbeat_with, scan_usual_heartbeat, HeartbeatScan,
 };
 use nodelink_core::wire::signalr::{HubMessage, HubProtocol};
 use proptest::prelude::*;
@@ -102,6 +103,15 @@ fn anything_unusual_goes_to_the_general_path() {
         assert_eq!(scan_heartbeat(case.as_bytes()), None, "{case}");
     }
     assert_eq!(scan_heartbeat(b"{\"type\":1,\xff}"), None);
+    // Invalid UTF-8 in a record of the usual shape (the template's own path) and in another.
+    for text in [record(ARG), record(ARG).replace("{\"type", "{ \"type")] {
+        let bad = text.replacen("n1", "n\u{e9}", 1).into_bytes();
+        assert!(scan_heartbeat(&bad).is_some(), "valid as it is");
+        let at = bad.iter().position(|&b| b >= 0x80).expect("the é");
+        let mut bad = bad;
+        bad[at + 1] = b'1'; // a lead byte without its continuation
+        assert_eq!(scan_heartbeat(&bad), None);
+    }
 }
 
 /// A record of the heartbeat as a node encodes it.
@@ -173,11 +183,23 @@ proptest! {
         if let Some(scan) = scan_heartbeat(&damaged) {
             agrees(&damaged, scan)?;
         }
-        // Knowing the clean record's capabilities changes nothing but the work done.
+        // The template (records as nodes write them) and the flexible scan (any other
+        // spelling, here a space in the envelope) find the same parts.
+        let spaced = [&b"{ "[..], &clean[1..]].concat();
+        prop_assert_eq!(scan_heartbeat(&spaced), scan_heartbeat(&clean));
+        // Knowing the clean record's capabilities changes nothing but the work done. The scan
+        // of usual text records answers for a node's own records, and then as the others do.
         let known = scan_heartbeat(&clean).and_then(|scan| scan.capabilities);
-        if let Some(known) = known {
-            prop_assert_eq!(scan_heartbeat_with(&damaged, Some(known.as_bytes())), scan_heartbeat(&damaged));
-            prop_assert_eq!(scan_heartbeat_with(&clean, Some(known.as_bytes())), scan_heartbeat(&clean));
+        for known in [None, known.map(str::as_bytes)] {
+            for record in [&clean, &damaged, &spaced] {
+                let answer = scan_heartbeat(record);
+                prop_assert_eq!(scan_heartbeat_with(record, known), answer);
+                let Ok(text) = std::str::from_utf8(record) else { continue };
+                match scan_usual_heartbeat(text, known) {
+                    Some(usual) => prop_assert_eq!(Some(usual), answer),
+                    None => prop_assert!(!(ordinary && record == &clean), "usual: {}", text),
+                }
+            }
         }
     }
 }

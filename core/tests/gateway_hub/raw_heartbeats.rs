@@ -116,3 +116,70 @@ fn a_recycled_buffer_holds_the_next_heartbeat_alone() {
         sim.server.recycle_heartbeat(beat);
     }
 }
+
+/// The frames, fed to a gateway hub with raw heartbeats (`raw`) or without: the events of each.
+fn feed(raw: bool, config: HubServerConfig, frames: &[WsFrame]) -> Vec<Vec<HubServerEvent>> {
+    let mut sim = Sim::with(config);
+    sim.server.set_raw_heartbeats(raw);
+    sim.connected(0.0, 1, HubProtocol::Json);
+    let mut events = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        events.push(sim.frame(1.0 + i as f64, 1, frame.clone()).events);
+    }
+    events
+}
+
+#[test]
+fn a_heartbeat_is_taken_from_its_frame_only_when_the_frame_is_that_record() {
+    let WsFrame::Text(record) = frame_of(HubProtocol::Json, &[heartbeat(HubProtocol::Json)]) else {
+        unreachable!("JSON frames are text")
+    };
+    let beats = |events: &[HubServerEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, HubServerEvent::Heartbeat { .. }))
+            .count()
+    };
+    // A frame of exactly one record (the frame path), as Binary, split, or two in one frame
+    // (the decoder's path): a raw heartbeat for each record all the same.
+    let (head, tail) = record.split_at(20);
+    for (frames, expected) in [
+        (vec![text(&record)], vec![1]),
+        (vec![WsFrame::Binary(record.clone().into_bytes())], vec![1]),
+        (vec![text(head), text(tail)], vec![0, 1]),
+        (vec![text(&record.repeat(2))], vec![2]),
+        (vec![text(head), text(tail), text(&record)], vec![0, 1, 1]),
+    ] {
+        let events = feed(true, HubServerConfig::default(), &frames);
+        let counted: Vec<usize> = events.iter().map(|e| beats(e)).collect();
+        assert_eq!(counted, expected, "{frames:?}: {events:?}");
+        assert!(events
+            .iter()
+            .flatten()
+            .all(|e| matches!(e, HubServerEvent::Heartbeat { .. })));
+    }
+    // After a partial record, a heartbeat's frame continues that record: no heartbeat, the
+    // same error as without raw heartbeats.
+    let frames = [text("{\"type\":1,"), text(&record)];
+    let events = feed(true, HubServerConfig::default(), &frames);
+    assert_eq!(events, feed(false, HubServerConfig::default(), &frames));
+    assert!(matches!(
+        &events[1][..],
+        [HubServerEvent::Misbehaved {
+            error: HubPeerError::Decode(_),
+            ..
+        }]
+    ));
+    // A heartbeat longer than the record limit ends the connection, as without raw heartbeats.
+    let config = HubServerConfig {
+        max_record_len: record.len() - 2,
+        ..HubServerConfig::default()
+    };
+    let frames = [text(&record)];
+    let events = feed(true, config.clone(), &frames);
+    assert_eq!(events, feed(false, config, &frames));
+    assert!(matches!(
+        events[0].last(),
+        Some(HubServerEvent::Disconnected { .. })
+    ));
+}

@@ -6,9 +6,15 @@
 //! decoded only when its bytes differ from the last ones decoded on the connection (nodes send
 //! the same capabilities every time). Anything unusual takes the general path and arrives as
 //! [`HubServerEvent::Call`](super::HubServerEvent::Call), as it does with the switch off.
+//!
+//! The usual case is read straight from the shell's frame: a Text frame that is exactly one
+//! Heartbeat record as nodes write it, on an open connection with nothing buffered, is matched
+//! by the template scan ([`usual_heartbeat`]) without being copied into the connection's decoder
+//! and without a UTF-8 check (a Text frame is a `String`). Any other frame goes through the
+//! decoder as before.
 
 use crate::wire::dto::{Capabilities, HeartbeatDto};
-use crate::wire::signalr::json::scan_heartbeat_with;
+use crate::wire::signalr::json::{scan_heartbeat_with, usual_heartbeat, HeartbeatScan};
 
 use super::HubServer;
 
@@ -53,7 +59,45 @@ pub(super) fn raw_heartbeat(
 ) -> Option<RawHeartbeat> {
     let known = memo.as_ref().map(|memo| &memo.json[..]);
     let scan = scan_heartbeat_with(record, known)?;
-    let slots = match scan.capabilities {
+    keep(scan, memo, spare)
+}
+
+/// [`raw_heartbeat`] of a record known to be text (from a Text frame) and written as nodes
+/// write it ([`usual_heartbeat`]): no UTF-8 check, and `None` for any other spelling.
+/// Inlined, so that other records (a CommandResult) are told apart without a call.
+#[inline]
+pub(super) fn raw_usual_heartbeat(
+    record: &str,
+    memo: &mut Option<CapabilitiesMemo>,
+    spare: &mut Option<String>,
+) -> Option<RawHeartbeat> {
+    let known = memo.as_ref().map(|memo| &memo.json[..]);
+    let (scan, is_known) = usual_heartbeat(record, known)?;
+    let slots = match (scan.capabilities, &*memo) {
+        (Some(_), Some(memo)) if is_known => Some(memo.slots),
+        _ => slots(scan, memo)?,
+    };
+    Some(RawHeartbeat {
+        json: copy(scan.argument, spare),
+        slots,
+    })
+}
+
+fn keep(
+    scan: HeartbeatScan<'_>,
+    memo: &mut Option<CapabilitiesMemo>,
+    spare: &mut Option<String>,
+) -> Option<RawHeartbeat> {
+    Some(RawHeartbeat {
+        slots: slots(scan, memo)?,
+        json: copy(scan.argument, spare),
+    })
+}
+
+/// The heartbeat's `capabilities.slots`, decoding the capabilities unless they are the ones in
+/// `memo` (which then holds them); `None` if they do not decode.
+fn slots(scan: HeartbeatScan<'_>, memo: &mut Option<CapabilitiesMemo>) -> Option<Option<u32>> {
+    Some(match scan.capabilities {
         None => None,
         Some(json) => match memo {
             Some(memo) if memo.json == json.as_bytes() => Some(memo.slots),
@@ -68,16 +112,19 @@ pub(super) fn raw_heartbeat(
                 Some(capabilities.slots)
             }
         },
-    };
-    let json = match spare.take() {
+    })
+}
+
+/// `argument` as an owned string, in the spare buffer when there is one.
+fn copy(argument: &str, spare: &mut Option<String>) -> String {
+    match spare.take() {
         Some(mut buffer) => {
             buffer.clear();
-            buffer.push_str(scan.argument);
+            buffer.push_str(argument);
             buffer
         }
-        None => scan.argument.to_owned(),
-    };
-    Some(RawHeartbeat { json, slots })
+        None => argument.to_owned(),
+    }
 }
 
 impl HubServer {

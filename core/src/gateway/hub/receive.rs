@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::conn::{trackable_of_error, Conn, Receipt, Replay};
-use super::heartbeat::{raw_heartbeat, RawHeartbeat};
+use super::heartbeat::{raw_heartbeat, raw_usual_heartbeat, RawHeartbeat};
 use super::{
     ConnState, DisconnectReason, HubPeerError, HubServer, HubServerEvent, Shared, WsFrame,
     CLOSE_NORMAL, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG,
@@ -69,6 +69,9 @@ impl HubServer {
         }
         let len = match &frame {
             WsFrame::Text(text) => {
+                if heartbeat_frame(&mut self.shared, now, conn, c, text) {
+                    return;
+                }
                 c.decoder.push(text.as_bytes());
                 text.len()
             }
@@ -173,13 +176,7 @@ fn receive_records(
                 None
             }
             Item::Heartbeat(heartbeat) => {
-                if fresh(shared, now, id, conn, "Invocation") {
-                    shared.events.push_back(HubServerEvent::Heartbeat {
-                        conn: id,
-                        node: conn.node.clone(),
-                        heartbeat,
-                    });
-                }
+                on_heartbeat(shared, now, id, conn, heartbeat);
                 None
             }
             Item::Message(message) => on_message(shared, now, id, conn, message),
@@ -188,6 +185,56 @@ fn receive_records(
         if ending.is_some() {
             return ending;
         }
+    }
+}
+
+/// A Text frame that is exactly one usual Heartbeat record, on an open JSON connection with
+/// nothing buffered (a node sends one record per message): handled from the frame itself, with
+/// no copy into the decoder and no UTF-8 check (the frame is text). `false`, nothing done: the
+/// caller takes the general path, which decides and reports anything else.
+fn heartbeat_frame(
+    shared: &mut Shared,
+    now: Instant,
+    id: ConnId,
+    conn: &mut Conn,
+    text: &str,
+) -> bool {
+    if !shared.raw_heartbeats
+        || conn.state != ConnState::Open
+        || conn.protocol != HubProtocol::Json
+        || conn.decoder.buffered_len() != 0
+    {
+        return false;
+    }
+    // A record ends at its first 0x1E: one inside would end the scan early (a control byte is
+    // no JSON token and no string byte), so a frame of several records is never taken here.
+    let Some(record) = text.strip_suffix('\u{1e}') else {
+        return false;
+    };
+    if record.len() > shared.config.max_record_len {
+        return false;
+    }
+    let spare = &mut shared.spare_heartbeat;
+    let Some(heartbeat) = raw_usual_heartbeat(record, &mut conn.capabilities, spare) else {
+        return false;
+    };
+    on_heartbeat(shared, now, id, conn, heartbeat);
+    true
+}
+
+fn on_heartbeat(
+    shared: &mut Shared,
+    now: Instant,
+    id: ConnId,
+    conn: &mut Conn,
+    heartbeat: RawHeartbeat,
+) {
+    if fresh(shared, now, id, conn, "Invocation") {
+        shared.events.push_back(HubServerEvent::Heartbeat {
+            conn: id,
+            node: conn.node.clone(),
+            heartbeat,
+        });
     }
 }
 

@@ -25,7 +25,8 @@
 //! [`decode_invocation`] is the one-pass fast path for the contract's hot methods: it decodes
 //! the argument straight into its DTO and falls back to [`decode_record`] for anything unusual.
 //! [`scan_heartbeat`] goes further for the gateway's hottest record: it only checks a Heartbeat's
-//! shape and says where its argument lies, for a receiver that keeps it as text.
+//! shape and says where its argument lies, for a receiver that keeps it as text; records as nodes
+//! write them are matched as one template first ([`scan_usual_heartbeat`] alone, for text).
 //! [`decode_command_result`] does the same kind of one-pass reading for a `CommandResult` as
 //! nodes write it, decoding only its `result` value through serde.
 //!
@@ -35,6 +36,7 @@
 mod decode;
 mod scan;
 mod scan_result;
+mod scan_usual;
 mod typed;
 
 use serde_json::value::RawValue;
@@ -43,7 +45,8 @@ use super::message::{CompletionOutcome, Headers, HubMessage, Invocation, Payload
 use super::{HubProtocol, RECORD_SEPARATOR};
 
 pub use decode::decode_record;
-pub use scan::{scan_heartbeat, scan_heartbeat_with, HeartbeatScan};
+pub(crate) use scan::usual_heartbeat;
+pub use scan::{scan_heartbeat, scan_heartbeat_with, scan_usual_heartbeat, HeartbeatScan};
 pub use scan_result::{decode_command_result, decode_command_result_text};
 pub use typed::{decode_invocation, TypedCall, TypedInvocation};
 

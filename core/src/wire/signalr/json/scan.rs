@@ -14,6 +14,8 @@
 //! decides and reports precisely. What it does NOT check is the content of a `capabilities`
 //! object beyond its JSON syntax: the caller decodes it (or knows it equal to text it decoded).
 
+use super::scan_usual::usual;
+
 /// Where the parts of a recognized Heartbeat invocation lie in its record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeartbeatScan<'a> {
@@ -38,6 +40,40 @@ pub fn scan_heartbeat_with<'a>(
     record: &'a [u8],
     known: Option<&[u8]>,
 ) -> Option<HeartbeatScan<'a>> {
+    match usual(record, known) {
+        // Checked once a Heartbeat is certain (other records leave cheaply): the general path
+        // rejects invalid UTF-8 anywhere, and so would the flexible scan.
+        Some(usual) => usual
+            .scan(std::str::from_utf8(record).ok()?)
+            .map(|(scan, _)| scan),
+        None => flexible(record, known),
+    }
+}
+
+/// [`scan_heartbeat_with`] for the records nodes write (serde's member order, no whitespace)
+/// known to be text (a WebSocket Text frame): no UTF-8 check, and `None` for any other
+/// spelling, even a valid Heartbeat (give those to [`scan_heartbeat_with`], which decides).
+/// Whenever it answers, the answer is [`scan_heartbeat_with`]'s.
+pub fn scan_usual_heartbeat<'a>(
+    record: &'a str,
+    known: Option<&[u8]>,
+) -> Option<HeartbeatScan<'a>> {
+    usual_heartbeat(record, known).map(|(scan, _)| scan)
+}
+
+/// [`scan_usual_heartbeat`], and whether its `capabilities` are `known` (then the caller need
+/// not compare them again).
+#[inline]
+pub(crate) fn usual_heartbeat<'a>(
+    record: &'a str,
+    known: Option<&[u8]>,
+) -> Option<(HeartbeatScan<'a>, bool)> {
+    usual(record.as_bytes(), known)?.scan(record)
+}
+
+/// Any spelling of a Heartbeat record (whitespace, member order, unknown members): the scan for
+/// what the template in [`usual`] does not match.
+fn flexible<'a>(record: &'a [u8], known: Option<&[u8]>) -> Option<HeartbeatScan<'a>> {
     let mut s = Scanner {
         bytes: record,
         at: 0,
@@ -160,6 +196,12 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     pub(super) fn string(&mut self) -> Option<&'a [u8]> {
         self.expect(b'"')?;
+        self.rest_of_string()
+    }
+
+    /// [`Scanner::string`] after its opening quote.
+    #[inline(always)]
+    pub(super) fn rest_of_string(&mut self) -> Option<&'a [u8]> {
         let start = self.at;
         let end = start + string_end(&self.bytes[start..])?;
         self.at = end + 1;
@@ -263,6 +305,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// `word` here, passed over; otherwise nothing moves.
+    #[inline(always)]
     pub(super) fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
@@ -383,20 +427,12 @@ enum Field {
 
 /// Where the string whose content starts `bytes` ends (its closing quote), if it has no escape
 /// and no control character (below 0x20, which JSON strings must escape). Eight bytes at a
-/// time: in each mask the lowest flagged byte is exact (a borrow only flags bytes above it).
+/// time (see [`special_bytes`]).
 #[inline]
 fn string_end(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
     let mut at = 0;
     while let Some(chunk) = bytes.get(at..at + 8) {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        let flagged = (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
-            | zero_byte(word ^ (ONES * u64::from(b'"')))
-            | zero_byte(word ^ (ONES * u64::from(b'\\')));
+        let flagged = special_bytes(chunk);
         if flagged != 0 {
             let end = at + (flagged.trailing_zeros() / 8) as usize;
             return (bytes[end] == b'"').then_some(end);
@@ -411,4 +447,20 @@ fn string_end(bytes: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// The bytes of `chunk` (8 bytes of a string) that end a string or are not allowed in one (`"`,
+/// `\\`, below 0x20), as a mask with the high bit of each such byte set. Only the lowest
+/// flagged byte is exact (a borrow only flags bytes above it): that is the one that counts.
+#[inline(always)]
+pub(super) fn special_bytes(chunk: &[u8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS;
+    let mut word = [0; 8];
+    word.copy_from_slice(chunk);
+    let word = u64::from_le_bytes(word);
+    (word.wrapping_sub(ONES * 0x20) & !word & HIGHS)
+        | zero_byte(word ^ (ONES * u64::from(b'"')))
+        | zero_byte(word ^ (ONES * u64::from(b'\\')))
 }
