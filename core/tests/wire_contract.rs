@@ -765,9 +765,11 @@ proptest! {
         // By reference: the same DTO, the same bytes.
         let parts = ExecuteCommandRef::of(&dto);
         prop_assert_eq!(&parts.to_dto(), &dto);
+        // Against the general encoder (the call's own direct record is written by `parts`).
         let call = GatewayCall::ExecuteCommand(dto.clone());
         let mut expected = Vec::new();
-        call.encode_json_record(&mut expected).expect("encodes");
+        let message = call.to_message(HubProtocol::Json, None).expect("encodes");
+        HubProtocol::Json.encode(&message, &mut expected).expect("encodes");
         let mut direct = Vec::new();
         parts.encode_json_record(&mut direct).expect("encodes");
         prop_assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&expected));

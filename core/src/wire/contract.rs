@@ -256,10 +256,12 @@ impl<'a> ExecuteCommandRef<'a> {
         }
     }
 
-    /// Appends the JSON record of `GatewayCall::ExecuteCommand(self.to_dto())`: the same bytes
-    /// as [`GatewayCall::encode_json_record`] of it. On failure `out` is left as it was.
+    /// Appends the JSON record of `GatewayCall::ExecuteCommand(self.to_dto())` (which
+    /// [`GatewayCall::encode_json_record`] writes through here). On failure `out` is left as it
+    /// was.
     pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
-        // `json::encode_invocation_with` with its target written once, here.
+        // `json::encode_invocation_with` with its target spelled out in the literal: the
+        // gateway's hottest record, and the target needs no escape check.
         const HEAD: &[u8] = b"{\"type\":1,\"target\":\"ExecuteCommand\",\"arguments\":[";
         let start = out.len();
         out.extend_from_slice(HEAD);
@@ -371,9 +373,7 @@ impl GatewayCall {
     pub fn encode_json_record(&self, out: &mut Vec<u8>) -> Result<(), PayloadError> {
         let target = self.target();
         match self {
-            GatewayCall::ExecuteCommand(dto) => json::encode_invocation_with(target, out, |out| {
-                write_execute(&ExecuteCommandRef::of(dto), out)
-            }),
+            GatewayCall::ExecuteCommand(dto) => ExecuteCommandRef::of(dto).encode_json_record(out),
             GatewayCall::RefreshScopes(scopes) => json::encode_invocation(target, scopes, out),
             GatewayCall::RevokeAccess { reason } => json::encode_invocation(target, reason, out),
             GatewayCall::CancelCommand(dto) => json::encode_invocation(target, dto, out),

@@ -59,7 +59,10 @@ pub(super) fn raw_heartbeat(
 ) -> Option<RawHeartbeat> {
     let known = memo.as_ref().map(|memo| &memo.json[..]);
     let scan = scan_heartbeat_with(record, known)?;
-    keep(scan, memo, spare)
+    Some(RawHeartbeat {
+        slots: slots(scan, memo)?,
+        json: copy(scan.argument, spare),
+    })
 }
 
 /// [`raw_heartbeat`] of a record known to be text (from a Text frame) and written as nodes
@@ -80,17 +83,6 @@ pub(super) fn raw_usual_heartbeat(
     Some(RawHeartbeat {
         json: copy(scan.argument, spare),
         slots,
-    })
-}
-
-fn keep(
-    scan: HeartbeatScan<'_>,
-    memo: &mut Option<CapabilitiesMemo>,
-    spare: &mut Option<String>,
-) -> Option<RawHeartbeat> {
-    Some(RawHeartbeat {
-        slots: slots(scan, memo)?,
-        json: copy(scan.argument, spare),
     })
 }
 

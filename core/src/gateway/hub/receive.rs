@@ -60,16 +60,15 @@ impl HubServer {
             return;
         }
         c.last_received = now;
-        if let WsFrame::Text(text) = &frame {
-            if text.starts_with(COMMAND_RESULT_HEAD)
-                && lone_command_result(&mut self.shared, now, conn, c, text)
-            {
-                return;
-            }
-        }
         let len = match &frame {
             WsFrame::Text(text) => {
-                if heartbeat_frame(&mut self.shared, now, conn, c, text) {
+                // The two records a node sends most, read from the frame when it is one alone.
+                let taken = if text.starts_with(COMMAND_RESULT_HEAD) {
+                    lone_command_result(&mut self.shared, now, conn, c, text)
+                } else {
+                    heartbeat_frame(&mut self.shared, now, conn, c, text)
+                };
+                if taken {
                     return;
                 }
                 c.decoder.push(text.as_bytes());
@@ -116,18 +115,10 @@ fn lone_command_result(
     conn: &mut Conn,
     text: &str,
 ) -> bool {
-    if conn.state != ConnState::Open
-        || conn.protocol != HubProtocol::Json
-        || conn.decoder.buffered_len() != 0
-    {
-        return false;
-    }
-    let Some(record) = text.strip_suffix(char::from(RECORD_SEPARATOR)) else {
+    let Some(record) = lone_json_record(shared, conn, text) else {
         return false;
     };
-    if record.len() > shared.config.max_record_len
-        || memchr::memchr(RECORD_SEPARATOR, record.as_bytes()).is_some()
-    {
+    if memchr::memchr(RECORD_SEPARATOR, record.as_bytes()).is_some() {
         return false;
     }
     let Some(TypedCall {
@@ -147,6 +138,21 @@ fn lone_command_result(
         );
     }
     true
+}
+
+/// The record of a Text frame that ends in 0x1E, within the record limit, on an open JSON
+/// connection with nothing buffered: one the fast paths may read from the frame itself instead
+/// of through the connection's decoder. `None`: the frame goes through the decoder.
+#[inline(always)]
+fn lone_json_record<'t>(shared: &Shared, conn: &Conn, text: &'t str) -> Option<&'t str> {
+    if conn.state != ConnState::Open
+        || conn.protocol != HubProtocol::Json
+        || conn.decoder.buffered_len() != 0
+    {
+        return None;
+    }
+    let record = text.strip_suffix(char::from(RECORD_SEPARATOR))?;
+    (record.len() <= shared.config.max_record_len).then_some(record)
 }
 
 /// How a `CommandResult` record as nodes write it begins (`decode_command_result` checks it
@@ -199,21 +205,14 @@ fn heartbeat_frame(
     conn: &mut Conn,
     text: &str,
 ) -> bool {
-    if !shared.raw_heartbeats
-        || conn.state != ConnState::Open
-        || conn.protocol != HubProtocol::Json
-        || conn.decoder.buffered_len() != 0
-    {
+    if !shared.raw_heartbeats {
         return false;
     }
     // A record ends at its first 0x1E: one inside would end the scan early (a control byte is
     // no JSON token and no string byte), so a frame of several records is never taken here.
-    let Some(record) = text.strip_suffix('\u{1e}') else {
+    let Some(record) = lone_json_record(shared, conn, text) else {
         return false;
     };
-    if record.len() > shared.config.max_record_len {
-        return false;
-    }
     let spare = &mut shared.spare_heartbeat;
     let Some(heartbeat) = raw_usual_heartbeat(record, &mut conn.capabilities, spare) else {
         return false;
