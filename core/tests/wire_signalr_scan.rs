@@ -4,7 +4,7 @@
 //! as a Heartbeat whose argument is the text it found.
 mod contract_support;
 
-use contract_support::heartbeat;
+use contract_support::{damage, heartbeat, record_edits};
 use nodelink_core::wire::contract::NodeCall;
 use nodelink_core::wire::dto::{Capabilities, HeartbeatDto};
 use nodelink_core::wire::signalr::json::{
@@ -154,7 +154,7 @@ proptest! {
     #[test]
     fn whatever_it_recognizes_the_general_path_decodes_the_same(
         dto in heartbeat(),
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 0..3),
+        edits in record_edits(),
     ) {
         let clean = encoded(&dto);
         // A node's own heartbeat is recognized unless a string has an escape or a number has
@@ -169,17 +169,7 @@ proptest! {
             None => prop_assert!(!ordinary, "not recognized: {}", String::from_utf8_lossy(&clean)),
         }
         // Damaged copies: wherever the scanner still answers, it agrees with the general path.
-        let mut damaged = clean.clone();
-        for (at, kind, byte) in edits {
-            let at = at.index(damaged.len() + 1);
-            let byte = b"{}[]\",:0123456789-.e \\nulltruefalse"[usize::from(byte) % 33];
-            match kind {
-                0 if at < damaged.len() => { damaged.remove(at); }
-                1 => damaged.insert(at, byte),
-                2 if at < damaged.len() => damaged[at] = byte,
-                _ => damaged.insert(at, b' '),
-            }
-        }
+        let damaged = damage(&clean, &edits);
         if let Some(scan) = scan_heartbeat(&damaged) {
             agrees(&damaged, scan)?;
         }

@@ -4,7 +4,7 @@
 //! invocation id.
 mod contract_support;
 
-use contract_support::command_result;
+use contract_support::{command_result, damage, record_edits};
 use nodelink_core::wire::contract::NodeCall;
 use nodelink_core::wire::dto::CommandResultDto;
 use nodelink_core::wire::signalr::json::{decode_command_result, decode_record, TypedCall};
@@ -163,7 +163,7 @@ proptest! {
     fn whatever_it_decodes_the_general_path_decodes_the_same(
         dto in command_result(),
         invocation_id in "[0-9]{1,6}",
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 0..3),
+        edits in record_edits(),
     ) {
         let clean = encoded(&dto, &invocation_id);
         // A node's own result is decoded unless it failed (an `error` object), a string
@@ -178,17 +178,7 @@ proptest! {
             None => prop_assert!(!ordinary, "not decoded: {}", String::from_utf8_lossy(&clean)),
         }
         // Damaged copies: wherever it still answers, it agrees with the general path.
-        let mut damaged = clean.clone();
-        for (at, kind, byte) in edits {
-            let at = at.index(damaged.len() + 1);
-            let byte = b"{}[]\",:0123456789-.e \\nulltruefalse"[usize::from(byte) % 33];
-            match kind {
-                0 if at < damaged.len() => { damaged.remove(at); }
-                1 => damaged.insert(at, byte),
-                2 if at < damaged.len() => damaged[at] = byte,
-                _ => damaged.insert(at, b' '),
-            }
-        }
+        let damaged = damage(&clean, &edits);
         if let Some(call) = decode_command_result(&damaged) {
             agrees(&damaged, call)?;
         }

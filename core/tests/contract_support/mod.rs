@@ -1,5 +1,5 @@
 //! proptest strategies for the node contract's DTOs, shared by wire_dto, wire_contract and
-//! wire_rest.
+//! wire_rest, and the damaged-record strategy of the scanner tests.
 #![allow(dead_code)] // each test file uses a subset
 
 use nodelink_core::wire::dto::{
@@ -10,6 +10,30 @@ use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
+
+/// Up to two edits of an encoded record (where, what kind, which byte): see [`damage`].
+pub fn record_edits() -> impl Strategy<Value = Vec<(prop::sample::Index, u8, u8)>> {
+    vec((any::<prop::sample::Index>(), 0u8..4, any::<u8>()), 0..3)
+}
+
+/// `record` with `edits` applied: a byte removed, a JSON-ish byte inserted or overwritten, or a
+/// space inserted. For the fast scanners' "wherever it still answers, it agrees" properties.
+pub fn damage(record: &[u8], edits: &[(prop::sample::Index, u8, u8)]) -> Vec<u8> {
+    let mut damaged = record.to_vec();
+    for &(at, kind, byte) in edits {
+        let at = at.index(damaged.len() + 1);
+        let byte = b"{}[]\",:0123456789-.e \\nulltruefalse"[usize::from(byte) % 33];
+        match kind {
+            0 if at < damaged.len() => {
+                damaged.remove(at);
+            }
+            1 => damaged.insert(at, byte),
+            2 if at < damaged.len() => damaged[at] = byte,
+            _ => damaged.insert(at, b' '),
+        }
+    }
+    damaged
+}
 
 /// Floats that print and parse back exactly in JSON (quarters), so round trips compare equal.
 pub fn exact_f64() -> impl Strategy<Value = f64> {
