@@ -340,16 +340,17 @@ impl Dispatcher {
     ) {
         let entry = &self.nodes[nix];
         let ixs: Vec<Ix> = entry.in_flight.values().copied().collect();
+        let name = Arc::clone(&entry.name);
         for ix in ixs {
             let Some(command) = self.commands.get_mut(ix) else {
                 continue;
             };
+            let node = Arc::clone(&name);
             let output = if command.cancel.is_some() {
                 let call = GatewayCall::CancelCommand(CancelCommandDto {
                     command_id: String::from(&*command.id),
                     reason: None,
                 });
-                let node = Arc::clone(&self.nodes[nix].name);
                 DispatchOutput::Send {
                     node,
                     conn,
@@ -360,7 +361,6 @@ impl Dispatcher {
                     *at = now;
                 }
                 let execute = Self::execute(command, now, version.clone());
-                let node = Arc::clone(&self.nodes[nix].name);
                 DispatchOutput::Execute {
                     node,
                     conn,

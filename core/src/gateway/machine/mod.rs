@@ -117,12 +117,12 @@ pub enum GatewayInput {
 }
 
 /// One durable change, for the shell's store; [`Gateway::restore`] takes them back.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", content = "record", rename_all = "camelCase")]
 ///
 /// The node and pairing records are boxed: they are rare and large, and every output is moved
 /// several times on its way out (a `GatewayOutput` small enough to be moved without a `memcpy`
 /// call). The JSON form is the same as unboxed.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "record", rename_all = "camelCase")]
 pub enum StoreRecord {
     Node(Box<NodeRecord>),
     Pairing(Box<PairingPersist>),
